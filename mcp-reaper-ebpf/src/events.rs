@@ -1,0 +1,32 @@
+//! Submission of `ProcEvent` records to the ring buffer.
+//!
+//! Owns: the wake-up policy. Records are submitted without waking the reader
+//! unless the buffer holds more than `WAKEUP_THRESHOLD_BYTES`; userspace
+//! drains on a short timer, so a spawn storm costs no wake-up per event.
+//! Must never: block or retry; a full buffer is counted as lost.
+
+use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
+use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
+use mcp_reaper_common::{ProcEvent, WAKEUP_THRESHOLD_BYTES, counter};
+
+use crate::maps::{EVENTS, count};
+
+/// Reserves, fills through `fill`, and submits one event.
+#[inline(always)]
+pub fn emit(fill: impl FnOnce(&mut ProcEvent)) {
+    let Some(mut entry) = EVENTS.reserve::<ProcEvent>(0) else {
+        count(counter::LOST);
+        return;
+    };
+    let mut ev = ProcEvent::default();
+    // SAFETY: helper without preconditions.
+    ev.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    fill(&mut ev);
+    entry.write(ev);
+    let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD_BYTES {
+        BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
+    };
+    entry.submit(flags as u64);
+}

@@ -1,0 +1,51 @@
+//! `tp_btf/sched_process_exec`: every exec on the host.
+//!
+//! Owns: reporting each successful exec with the process identity and its
+//! parent, so userspace can find hosts and servers by what they run.
+//! Must never: change the watch map (userspace decides what to watch).
+
+use aya_ebpf::{helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext};
+use mcp_reaper_common::{counter, kind};
+
+use crate::{
+    events::emit,
+    maps::{OFFSETS, WATCH, count},
+    task::Task,
+};
+
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+    match try_exec(&ctx) {
+        Ok(()) => 0,
+        Err(_) => {
+            count(counter::READ_ERRORS);
+            0
+        }
+    }
+}
+
+fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let o = OFFSETS.load();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let task = Task(ctx.arg::<*const u8>(0));
+    let tgid = task.tgid(&o)?;
+    let start = task.process_start_ns(&o)?;
+    let parent = task.real_parent(&o)?;
+    let ppid = parent.tgid(&o)?;
+    let parent_start = parent.process_start_ns(&o)?;
+    // SAFETY: map lookup; the value is copied out at once.
+    let watch = unsafe { WATCH.get(&tgid) }.copied().unwrap_or_default();
+    let comm = bpf_get_current_comm()?;
+    emit(|ev| {
+        ev.kind = kind::EXEC;
+        ev.tgid = tgid;
+        ev.start_ns = start;
+        ev.ppid = ppid;
+        ev.parent_start_ns = parent_start;
+        ev.watch = watch;
+        ev.comm = comm;
+    });
+    Ok(())
+}

@@ -1,0 +1,75 @@
+//! `tp_btf/sched_process_fork`: lineage of watched processes.
+//!
+//! Owns: extending the watch map to every new process forked by a watched
+//! process, before the child runs its first instruction, and reporting the
+//! fork. A child of a HOST becomes the root of a new candidate tree; a child
+//! of a MEMBER joins its parent's tree. Threads are ignored.
+//! Must never: report or watch forks of unwatched processes.
+
+use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use mcp_reaper_common::{WatchEntry, counter, kind, watch};
+
+use crate::{
+    events::emit,
+    maps::{OFFSETS, WATCH, count},
+    task::Task,
+};
+
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    match try_fork(&ctx) {
+        Ok(()) => 0,
+        Err(_) => {
+            count(counter::READ_ERRORS);
+            0
+        }
+    }
+}
+
+fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
+    let o = OFFSETS.load();
+    if o.valid == 0 {
+        return Ok(());
+    }
+    let parent = Task(ctx.arg::<*const u8>(0));
+    let child = Task(ctx.arg::<*const u8>(1));
+    let parent_tgid = parent.tgid(&o)?;
+    // SAFETY: map lookups are safe in BPF; the value is copied out at once.
+    let Some(entry) = (unsafe { WATCH.get(&parent_tgid) }).copied() else {
+        return Ok(());
+    };
+    let child_pid = child.pid(&o)?;
+    let child_tgid = child.tgid(&o)?;
+    if child_pid != child_tgid {
+        return Ok(()); // a new thread, not a new process
+    }
+    let child_start = child.start_ns(&o)?;
+    let inherited = if entry.flags & watch::HOST != 0 {
+        WatchEntry {
+            root_tgid: child_tgid,
+            flags: watch::MEMBER,
+            root_start_ns: child_start,
+        }
+    } else {
+        WatchEntry {
+            flags: watch::MEMBER,
+            ..entry
+        }
+    };
+    if WATCH.insert(&child_tgid, &inherited, 0).is_err() {
+        // The map is full: userspace must learn that lineage is incomplete.
+        count(counter::LOST);
+    }
+    let parent_start = parent.process_start_ns(&o)?;
+    let comm = child.comm(&o)?;
+    emit(|ev| {
+        ev.kind = kind::FORK;
+        ev.tgid = child_tgid;
+        ev.start_ns = child_start;
+        ev.ppid = parent_tgid;
+        ev.parent_start_ns = parent_start;
+        ev.watch = inherited;
+        ev.comm = comm;
+    });
+    Ok(())
+}

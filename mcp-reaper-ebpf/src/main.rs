@@ -1,0 +1,28 @@
+//! mcp-reaper's kernel programs.
+//!
+//! Owns: the tracepoint programs that report process lifecycle events and
+//! keep fork lineage of watched processes in the kernel. Each program is in
+//! its own module and stays thin; shared state (maps, globals, task field
+//! reads) lives in `maps` and `task`.
+//!
+//! Must never: block, loop unbounded, trust a compiled-in kernel struct
+//! offset (they come from userspace via `OFFSETS`), or send any signal.
+#![no_std]
+#![no_main]
+
+mod events;
+mod exec;
+mod exit;
+mod fork;
+mod maps;
+mod task;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

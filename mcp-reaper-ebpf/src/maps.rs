@@ -1,0 +1,48 @@
+//! Maps and globals shared by every program.
+//!
+//! Owns: the ring buffer of events, the watch map (tgid -> tree), the per-CPU
+//! counters and the `OFFSETS` global that userspace fills in before load.
+//! Must never: hold per-event state across calls beyond these maps.
+
+use aya_ebpf::{
+    Global,
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use mcp_reaper_common::{TaskOffsets, WatchEntry, counter};
+
+/// Events to userspace. Sized by userspace at load (`set_max_entries`); this
+/// is the default.
+#[map]
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+
+/// Watched processes: tgid -> tree. Written by userspace to mark hosts and
+/// tree roots, extended here on fork, pruned here on exit.
+#[map]
+pub static WATCH: HashMap<u32, WatchEntry> = HashMap::with_max_entries(65_536, 0);
+
+/// `counter::*` slots.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Kernel structure offsets, resolved from BTF by userspace.
+#[unsafe(no_mangle)]
+pub static OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
+    task_pid: 0,
+    task_tgid: 0,
+    task_real_parent: 0,
+    task_group_leader: 0,
+    task_start_boottime: 0,
+    task_comm: 0,
+    task_exit_code: 0,
+    valid: 0,
+});
+
+/// Adds one to a counter slot.
+#[inline(always)]
+pub fn count(slot: u32) {
+    if let Some(ptr) = COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU slot, programs do not preempt each other on a CPU.
+        unsafe { *ptr += 1 };
+    }
+}

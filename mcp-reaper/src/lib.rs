@@ -1,0 +1,22 @@
+//! mcp-reaper: finds MCP server process trees, maps each to the host session
+//! that owns its stdio, and reaps the trees whose owner has let go.
+//!
+//! Module map (each module's header says what it owns and must never do):
+//! - `identity`, `event`: the vocabulary (process keys, process events).
+//! - `procscan`: reading /proc, hostile contents included.
+//! - `decode`: kernel ring-buffer records -> typed events.
+//! - `kernel_btf`: struct offsets from the running kernel's BTF.
+//! - `source`: event sources (eBPF, poll) feeding the tracker.
+//! - `tracker`: the process table and fork lineage.
+//! - `doctor`: what this kernel and these privileges allow.
+//! - `daemon`: the `run` command wiring it all together.
+
+pub mod daemon;
+pub mod decode;
+pub mod doctor;
+pub mod event;
+pub mod identity;
+pub mod kernel_btf;
+pub mod procscan;
+pub mod source;
+pub mod tracker;
