@@ -4,7 +4,9 @@
 //! parent, so userspace can find hosts and servers by what they run.
 //! Must never: change the watch map (userspace decides what to watch).
 
-use aya_ebpf::{helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{
+    helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
 use mcp_reaper_common::{counter, kind};
 
 use crate::{

@@ -7,6 +7,7 @@
 //! Must never: report or watch forks of unwatched processes.
 
 use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_log_ebpf::{debug, warn};
 use mcp_reaper_common::{WatchEntry, counter, kind, watch};
 
 use crate::{
@@ -59,7 +60,12 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
     if WATCH.insert(&child_tgid, &inherited, 0).is_err() {
         // The map is full: userspace must learn that lineage is incomplete.
         count(counter::LOST);
+        warn!(ctx, "watch map full: pid {} not watched", child_tgid);
     }
+    debug!(
+        ctx,
+        "fork {} -> {} (tree {})", parent_tgid, child_tgid, inherited.root_tgid
+    );
     let parent_start = parent.process_start_ns(&o)?;
     let comm = child.comm(&o)?;
     emit(|ev| {

@@ -47,7 +47,10 @@ mod tests {
     #[test]
     fn kernel_ns_map_to_proc_ticks() {
         // 12.345678901 s after boot is tick 1234 at USER_HZ=100.
-        assert_eq!(ProcKey::from_kernel(7, 12_345_678_901), ProcKey::new(7, 1234));
+        assert_eq!(
+            ProcKey::from_kernel(7, 12_345_678_901),
+            ProcKey::new(7, 1234)
+        );
     }
 
     #[test]

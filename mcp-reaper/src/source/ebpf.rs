@@ -1,0 +1,320 @@
+//! The eBPF event source.
+//!
+//! Owns: loading the kernel programs with offsets from the running kernel's
+//! BTF, attaching them, the watch map from userspace's side, and draining
+//! the ring buffer into the tracker's channel (waking on readiness for
+//! bursts, and on a short timer for the records the kernel submitted
+//! without a wake-up). Dropping it detaches every program; nothing is
+//! pinned, so nothing outlives the daemon.
+//! Must never: block the runtime, or hide a loss: every dropped record is
+//! counted and reported as `SourceMsg::Lost`.
+
+use std::{
+    path::PathBuf,
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
+
+use anyhow::{Context as _, anyhow};
+use aya::{
+    Btf, Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use mcp_reaper_common::{WatchEntry, counter, watch};
+use tokio::{
+    io::{Interest, unix::AsyncFd},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tracing::{debug, warn};
+
+use super::SourceCounters;
+use crate::{
+    decode::decode,
+    event::SourceMsg,
+    identity::{NS_PER_TICK, ProcKey},
+    kernel_btf::{KernelBtf, VMLINUX_BTF},
+};
+
+/// The compiled kernel programs, embedded at build time.
+static PROGRAMS: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/mcp-reaper"));
+
+/// The tracepoints the source attaches, in attach order.
+pub const TRACEPOINTS: [&str; 3] = [
+    "sched_process_exit",
+    "sched_process_fork",
+    "sched_process_exec",
+];
+
+/// Tunables for the eBPF source.
+#[derive(Clone, Debug)]
+pub struct EbpfOptions {
+    /// Ring buffer size in bytes (a power of two, multiple of the page size).
+    pub ring_bytes: u32,
+    /// Capacity of the in-kernel watch map (processes).
+    pub watch_capacity: u32,
+    /// How often the reader drains records submitted without a wake-up.
+    pub drain_interval: Duration,
+    /// Forward the programs' aya-log debug output to the daemon's log.
+    pub kernel_log: bool,
+    /// Kernel BTF to resolve offsets from.
+    pub btf_path: PathBuf,
+}
+
+impl Default for EbpfOptions {
+    fn default() -> Self {
+        Self {
+            ring_bytes: 4 << 20,
+            watch_capacity: 65_536,
+            drain_interval: Duration::from_millis(5),
+            kernel_log: false,
+            btf_path: PathBuf::from(VMLINUX_BTF),
+        }
+    }
+}
+
+/// Loaded and attached kernel programs plus their maps.
+pub struct EbpfSource {
+    /// Owns the programs and their links: dropping it detaches them.
+    _programs: Ebpf,
+    ring: Option<RingBuf<MapData>>,
+    watch: HashMap<MapData, u32, WatchEntry>,
+    counters: Option<PerCpuArray<MapData, u64>>,
+    opts: EbpfOptions,
+}
+
+impl std::fmt::Debug for EbpfSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EbpfSource")
+            .field("opts", &self.opts)
+            .finish()
+    }
+}
+
+impl EbpfSource {
+    /// Resolves offsets, loads and attaches every program. Any failure is an
+    /// error naming the step, so `auto` can fall back and `doctor` can say why.
+    pub fn load(opts: &EbpfOptions) -> anyhow::Result<Self> {
+        if PROGRAMS.is_empty() {
+            return Err(anyhow!(
+                "this binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
+            ));
+        }
+        let kbtf = KernelBtf::load(&opts.btf_path)?;
+        let offsets = kbtf.task_offsets()?;
+        if kbtf.tracepoint_args("sched_process_exit").unwrap_or(0) < 2 {
+            return Err(anyhow!(
+                "this kernel's sched_process_exit tracepoint has no group_dead argument (needs Linux 6.x)"
+            ));
+        }
+        // Raising RLIMIT_MEMLOCK fails without CAP_SYS_RESOURCE; kernels
+        // since 5.11 account BPF memory by memcg and do not need it.
+        let rlim = libc::rlimit {
+            rlim_cur: libc::RLIM_INFINITY,
+            rlim_max: libc::RLIM_INFINITY,
+        };
+        // SAFETY: setrlimit with a valid pointer to an initialised struct.
+        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &rlim) } != 0 {
+            debug!("could not raise RLIMIT_MEMLOCK (fine on memcg-accounted kernels)");
+        }
+        let log_level: u8 = if opts.kernel_log { 5 } else { 0 };
+        let mut ebpf = EbpfLoader::new()
+            .override_global("OFFSETS", &offsets, true)
+            .override_global("AYA_LOG_LEVEL", &log_level, false)
+            .map_max_entries("EVENTS", opts.ring_bytes)
+            .map_max_entries("WATCH", opts.watch_capacity)
+            .load(PROGRAMS)
+            .context("loading the kernel programs")?;
+        if opts.kernel_log {
+            match aya_log::EbpfLogger::init(&mut ebpf) {
+                Ok(logger) => spawn_kernel_logger(logger),
+                Err(e) => warn!("kernel log unavailable: {e}"),
+            }
+        }
+        let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
+        for tp in TRACEPOINTS {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(tp)
+                .ok_or_else(|| anyhow!("program {tp} missing from the object"))?
+                .try_into()
+                .with_context(|| format!("{tp} is not a tp_btf program"))?;
+            prog.load(tp, &btf)
+                .with_context(|| format!("loading tp_btf/{tp}"))?;
+            prog.attach()
+                .with_context(|| format!("attaching tp_btf/{tp}"))?;
+        }
+        let ring = RingBuf::try_from(
+            ebpf.take_map("EVENTS")
+                .ok_or_else(|| anyhow!("EVENTS map missing"))?,
+        )?;
+        let watch = HashMap::try_from(
+            ebpf.take_map("WATCH")
+                .ok_or_else(|| anyhow!("WATCH map missing"))?,
+        )?;
+        let counters = PerCpuArray::try_from(
+            ebpf.take_map("COUNTERS")
+                .ok_or_else(|| anyhow!("COUNTERS map missing"))?,
+        )?;
+        Ok(Self {
+            _programs: ebpf,
+            ring: Some(ring),
+            watch,
+            counters: Some(counters),
+            opts: opts.clone(),
+        })
+    }
+
+    /// Marks `key` as a host: every process it forks from now on is the
+    /// watched root of a new tree.
+    pub fn watch_host(&mut self, key: ProcKey) -> anyhow::Result<()> {
+        self.insert_watch(
+            key.tgid,
+            WatchEntry {
+                root_tgid: key.tgid,
+                flags: watch::HOST,
+                root_start_ns: key.start_ticks * NS_PER_TICK,
+            },
+        )
+    }
+
+    /// Marks `member` as part of the tree rooted at `root`; its forks inherit.
+    pub fn watch_member(&mut self, member: ProcKey, root: ProcKey) -> anyhow::Result<()> {
+        self.insert_watch(
+            member.tgid,
+            WatchEntry {
+                root_tgid: root.tgid,
+                flags: watch::MEMBER,
+                root_start_ns: root.start_ticks * NS_PER_TICK,
+            },
+        )
+    }
+
+    fn insert_watch(&mut self, tgid: u32, entry: WatchEntry) -> anyhow::Result<()> {
+        self.watch
+            .insert(tgid, entry, 0)
+            .with_context(|| format!("watching pid {tgid}"))
+    }
+
+    /// Stops watching `tgid` (its future forks are no longer reported).
+    pub fn unwatch(&mut self, tgid: u32) {
+        let _ = self.watch.remove(&tgid);
+    }
+
+    /// The watch entry the kernel holds for `tgid`, if any.
+    pub fn watched(&self, tgid: u32) -> Option<WatchEntry> {
+        self.watch.get(&tgid, 0).ok()
+    }
+
+    /// Starts draining the ring buffer into `tx`; the reader task also
+    /// polls the kernel's loss counters. Callable once.
+    pub fn spawn_reader(
+        &mut self,
+        tx: mpsc::Sender<SourceMsg>,
+        counters: Arc<SourceCounters>,
+    ) -> anyhow::Result<JoinHandle<()>> {
+        let (Some(ring), Some(kernel_counters)) = (self.ring.take(), self.counters.take()) else {
+            return Err(anyhow!("the ring-buffer reader is already running"));
+        };
+        // SAFETY: the RingBuf owns its map fd for its whole life and always
+        // returns the same one from as_raw_fd; the AsyncFd owns the RingBuf.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+        Ok(tokio::spawn(read_loop(
+            fd,
+            kernel_counters,
+            tx,
+            counters,
+            self.opts.drain_interval,
+        )))
+    }
+}
+
+fn kernel_counter(map: &PerCpuArray<MapData, u64>, slot: u32) -> u64 {
+    map.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0)
+}
+
+async fn read_loop(
+    mut fd: AsyncFd<RingBuf<MapData>>,
+    kernel_counters: PerCpuArray<MapData, u64>,
+    tx: mpsc::Sender<SourceMsg>,
+    counters: Arc<SourceCounters>,
+    drain_interval: Duration,
+) {
+    let mut tick = tokio::time::interval(drain_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut lost_seen = 0u64;
+    let mut batch = Vec::with_capacity(256);
+    loop {
+        tokio::select! {
+            guard = fd.readable_mut() => match guard {
+                Ok(mut g) => g.clear_ready(),
+                Err(e) => {
+                    warn!("ring buffer poll failed, reader stops: {e}");
+                    return;
+                }
+            },
+            _ = tick.tick() => {}
+        }
+        // Drain everything available, decoding each record before the next
+        // borrow of the ring; sending happens outside the borrow.
+        loop {
+            batch.clear();
+            {
+                let ring = fd.get_mut();
+                while batch.len() < batch.capacity() {
+                    let Some(item) = ring.next() else { break };
+                    match decode(&item) {
+                        Ok(ev) => batch.push(ev),
+                        Err(e) => {
+                            counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                            debug!("skipped a kernel record: {e}");
+                        }
+                    }
+                }
+            }
+            let drained = batch.len();
+            for ev in batch.drain(..) {
+                counters.count_event(&ev);
+                if tx.send(SourceMsg::Event(ev)).await.is_err() {
+                    return; // the tracker is gone: shutting down
+                }
+            }
+            if drained < batch.capacity() {
+                break;
+            }
+        }
+        let lost = kernel_counter(&kernel_counters, counter::LOST);
+        if lost > lost_seen {
+            let delta = lost - lost_seen;
+            lost_seen = lost;
+            counters.lost.fetch_add(delta, Ordering::Relaxed);
+            if tx.send(SourceMsg::Lost(delta)).await.is_err() {
+                return;
+            }
+        }
+        counters.kernel_read_errors.store(
+            kernel_counter(&kernel_counters, counter::READ_ERRORS),
+            Ordering::Relaxed,
+        );
+    }
+}
+
+fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    tokio::spawn(async move {
+        // SAFETY: the logger owns its ring-buffer fd for its whole life and
+        // the AsyncFd owns the logger.
+        let Ok(mut fd) = (unsafe { AsyncFd::register_with_interest(logger, Interest::READABLE) })
+        else {
+            warn!("kernel log: cannot register with tokio");
+            return;
+        };
+        loop {
+            let Ok(mut guard) = fd.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    });
+}

@@ -1,0 +1,113 @@
+//! The poll event source: /proc scans at an interval.
+//!
+//! Owns: turning successive /proc snapshots into process events, for hosts
+//! where eBPF cannot load (old kernels, containers without CAP_BPF). It sees
+//! only what is alive at each scan: a process that lives and dies between
+//! two scans is never seen, and lineage is the parent at first sight.
+//! Must never: claim more precision than that (`doctor` and the log say
+//! which source runs).
+
+use std::{collections::HashMap, path::PathBuf, sync::Arc, time::Duration};
+
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use super::SourceCounters;
+use crate::{
+    event::{ProcessEvent, SourceMsg, Watch},
+    identity::ProcKey,
+    procscan::{self, ProcInfo},
+};
+
+/// Tunables for the poll source.
+#[derive(Clone, Debug)]
+pub struct PollOptions {
+    pub interval: Duration,
+    pub proc_root: PathBuf,
+}
+
+impl Default for PollOptions {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(1),
+            proc_root: PathBuf::from("/proc"),
+        }
+    }
+}
+
+/// The difference between two scans, as events: appearances first (in
+/// start-time order, so parents come before children), then exits.
+pub fn diff(
+    before: &HashMap<u32, ProcKey>,
+    now: &[ProcInfo],
+) -> (Vec<ProcessEvent>, HashMap<u32, ProcKey>) {
+    let mut after = HashMap::with_capacity(now.len());
+    for p in now {
+        after.insert(p.key.tgid, p.key);
+    }
+    let mut appeared: Vec<&ProcInfo> = now
+        .iter()
+        .filter(|p| before.get(&p.key.tgid) != Some(&p.key))
+        .collect();
+    appeared.sort_by_key(|p| (p.key.start_ticks, p.key.tgid));
+    let mut events: Vec<ProcessEvent> = appeared
+        .into_iter()
+        .map(|p| ProcessEvent::Exec {
+            key: p.key,
+            parent: after
+                .get(&p.ppid)
+                .copied()
+                .unwrap_or(ProcKey::new(p.ppid, 0)),
+            comm: p.comm.clone(),
+            watch: Watch::default(),
+            ktime_ns: 0,
+        })
+        .collect();
+    for key in before.values() {
+        if after.get(&key.tgid) != Some(key) {
+            events.push(ProcessEvent::Exit {
+                key: *key,
+                exit_code: 0,
+                watch: Watch::default(),
+                ktime_ns: 0,
+            });
+        }
+    }
+    (events, after)
+}
+
+/// Starts scanning. `initial` is the snapshot the tracker was seeded with,
+/// so the first scan reports only what changed since.
+pub fn spawn(
+    opts: PollOptions,
+    initial: &[ProcInfo],
+    tx: mpsc::Sender<SourceMsg>,
+    counters: Arc<SourceCounters>,
+) -> JoinHandle<()> {
+    let mut known: HashMap<u32, ProcKey> = initial.iter().map(|p| (p.key.tgid, p.key)).collect();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(opts.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            let root = opts.proc_root.clone();
+            let Ok(snap) = tokio::task::spawn_blocking(move || procscan::snapshot(&root)).await
+            else {
+                return;
+            };
+            if !snap.is_complete() {
+                // An unreadable /proc would look like every process exiting.
+                tracing::warn!("poll: /proc scan incomplete; skipping this round");
+                continue;
+            }
+            let (events, after) = diff(&known, &snap.procs);
+            known = after;
+            for ev in events {
+                counters.count_event(&ev);
+                if tx.send(SourceMsg::Event(ev)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    })
+}
