@@ -1,0 +1,448 @@
+//! Stdio ownership: who holds the far end of a tree root's stdin and stdout.
+//!
+//! Owns: resolving the root's fds 0 and 1 to a kernel object, finding the
+//! processes outside the tree that hold the other end (candidates first,
+//! all of /proc only when they hold nothing), and the release verdict that
+//! the kernel confirms (`sockdiag`) or a complete /proc scan proves (pipes).
+//! Must never: call a tree released on a guess (a partial scan, a socket
+//! the kernel did not describe, a `shutdown()` without close), signal or
+//! touch any process, or name a process by a bare PID.
+//!
+//! Release rules:
+//! - UNIX stream/seqpacket socket: released when sock_diag shows no peer
+//!   (inode 0 or absent) and shutdown 3 on the root's end: the kernel's own
+//!   record that the last file of the far end was closed. A peer that still
+//!   exists but is held only by tree members counts as released too
+//!   ("peer-held-in-tree"): nobody outside the tree can ever write to the
+//!   root again, which is the leak this daemon exists for (a server that
+//!   inherited both ends). A peer held by no process at all counts as
+//!   "peer-unheld". Both need a complete walk of /proc (every live process
+//!   read): otherwise an unreadable process may hold the far end, and the
+//!   answer is unknown. A far end in flight in SCM_RIGHTS is held by no
+//!   process for that moment: the detector's grace period covers it. Datagram sockets get no shutdown on release and are never
+//!   judged released.
+//! - Pipe: released when no process outside the tree holds the other end
+//!   with the opposite mode (writer for the root's read end, reader for its
+//!   write end), after a complete scan of /proc.
+//! - The verdict follows fd 0 (stdin): the MCP shutdown begins with the host
+//!   closing the server's stdin. Owners are reported for fds 0 and 1.
+//! - Processes in `tree_members` are never owners. The daemon's own
+//!   duplicate of the root's stdin (userspace tier) is the root's end, not
+//!   the far end, so it changes nothing; a caller holding far ends itself
+//!   adds its own PID to the exclusion set.
+
+pub mod fdtable;
+pub mod sockdiag;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+
+pub use fdtable::{FdHolder, FdMode, FdScan, FdTarget, Inode};
+pub use sockdiag::{SockDiagError, UnixKind, UnixSockInfo, unix_socket, unix_sockets_dump};
+
+use crate::identity::ProcKey;
+
+/// The stdio fds whose far ends define ownership.
+pub const STDIO_FDS: [u32; 2] = [0, 1];
+
+/// The ownership signal name for a release (ARCHITECTURE.md's table).
+pub const PEER_RELEASED: &str = "peer-released";
+
+/// What one of the root's stdio fds points at.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum StdioObject {
+    UnixSocket {
+        inode: u32,
+        peer: Option<u32>,
+        shutdown: u8,
+    },
+    Pipe {
+        inode: u64,
+    },
+    Tty,
+    File,
+    Closed,
+    Other,
+}
+
+/// The far end of one stdio fd.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct FdOwnership {
+    pub fd: u32,
+    pub object: StdioObject,
+    /// Holders of the far end outside the tree (for pipes: with the
+    /// opposite mode). From the candidates alone when they held it.
+    pub owners: Vec<FdHolder>,
+    pub released: bool,
+    /// Why `released` is what it is, when there is more to say.
+    pub reason: Option<&'static str>,
+}
+
+/// The tree's ownership verdict.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum OwnerState {
+    /// Someone outside the tree holds the far end of the root's stdin.
+    Held { owners: Vec<FdHolder> },
+    /// The far end of the root's stdin was released (see the module rules).
+    Released { reason: &'static str },
+    /// Released, and every process that held the far end before is gone.
+    HostGone,
+    /// Cannot tell; never a reason to act.
+    Unknown { reason: &'static str },
+}
+
+impl OwnerState {
+    /// Refines `Released` into `HostGone` when every owner seen earlier has
+    /// exited (by `ProcKey`, so a reused PID does not count as alive).
+    pub fn with_previous_owners(self, previous: &[FdHolder], proc_root: &Path) -> Self {
+        match self {
+            Self::Released { .. }
+                if !previous.is_empty()
+                    && previous
+                        .iter()
+                        .all(|h| fdtable::proc_key(proc_root, h.key.tgid) != Some(h.key)) =>
+            {
+                Self::HostGone
+            }
+            other => other,
+        }
+    }
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StdioOwnership {
+    pub root: ProcKey,
+    pub fds: Vec<FdOwnership>,
+    pub state: OwnerState,
+    /// Processes whose fd tables were read, and whether /proc was walked.
+    pub processes_scanned: u32,
+    pub full_scan: bool,
+}
+
+/// Which modes of the far end's inode make a holder an owner.
+type ModeFilter = fn(FdMode) -> bool;
+
+/// What the far end of one fd is, before holders are looked up.
+struct Pending {
+    own: FdOwnership,
+    /// The inode to look for, and which modes of it count.
+    far: Option<(Inode, ModeFilter)>,
+}
+
+fn any_mode(_: FdMode) -> bool {
+    true
+}
+
+fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
+    let mut own = FdOwnership {
+        fd,
+        object: StdioObject::Other,
+        owners: Vec::new(),
+        released: false,
+        reason: None,
+    };
+    let (target, mode) = match fdtable::read_fd(proc_root, root.tgid, fd) {
+        Ok(Some(t)) => t,
+        Ok(None) => {
+            own.object = StdioObject::Closed;
+            return Pending { own, far: None };
+        }
+        Err(_) => {
+            own.reason = Some("fd-unreadable");
+            return Pending { own, far: None };
+        }
+    };
+    let far = match target {
+        FdTarget::Socket(ino) => {
+            let Ok(ino32) = u32::try_from(ino) else {
+                own.reason = Some("socket-inode-out-of-range");
+                return Pending { own, far: None };
+            };
+            match sockdiag::unix_socket(ino32) {
+                Ok(Some(info)) => {
+                    own.object = StdioObject::UnixSocket {
+                        inode: ino32,
+                        peer: info.peer_inode,
+                        shutdown: info.shutdown,
+                    };
+                    if info.kind == UnixKind::Dgram {
+                        own.reason = Some("dgram-socket");
+                        None
+                    } else if info.peer_released() {
+                        own.released = true;
+                        own.reason = Some(PEER_RELEASED);
+                        None
+                    } else if let Some(peer) = info.peer_inode {
+                        Some((Inode::Socket(u64::from(peer)), any_mode as ModeFilter))
+                    } else {
+                        own.reason = Some("socket-unconnected");
+                        None
+                    }
+                }
+                Ok(None) => {
+                    own.reason = Some("socket-not-unix-here");
+                    None
+                }
+                Err(_) => {
+                    own.reason = Some("sock-diag-failed");
+                    None
+                }
+            }
+        }
+        FdTarget::Pipe(ino) => {
+            own.object = StdioObject::Pipe { inode: ino };
+            // The root reads its stdin pipe: the far end writes, and the
+            // other way round. Without fdinfo, the stdio convention decides.
+            let root_reads = mode.map_or(fd == 0, |m| m == FdMode::Read);
+            let opposite: ModeFilter = if root_reads {
+                FdMode::can_write
+            } else {
+                FdMode::can_read
+            };
+            Some((Inode::Pipe(ino), opposite))
+        }
+        FdTarget::Tty(_) => {
+            own.object = StdioObject::Tty;
+            None
+        }
+        FdTarget::Path(_) => {
+            own.object = StdioObject::File;
+            None
+        }
+        FdTarget::AnonInode(_) | FdTarget::Other(_) => None,
+    };
+    Pending { own, far }
+}
+
+fn collect(p: &mut Pending, scan: &FdScan) {
+    let Some((inode, counts)) = p.far else { return };
+    for h in scan.holders.get(&inode).into_iter().flatten() {
+        if counts(h.mode) && !p.own.owners.contains(h) {
+            p.own.owners.push(*h);
+        }
+    }
+}
+
+/// Parent PID (field 4 of /proc/PID/stat).
+fn ppid(proc_root: &Path, pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")).ok()?;
+    fdtable::stat_field(&stat, 4)?.parse().ok()
+}
+
+/// Who owns the far ends of `root`'s stdin and stdout.
+///
+/// `tree_members`: PIDs that are never owners (the tree, including the
+/// root). `candidates_first`: PIDs to read before walking all of /proc
+/// (known hosts); the root's parent is added. `proc_root`: normally /proc.
+pub fn stdio_owner(
+    root: ProcKey,
+    tree_members: &HashSet<u32>,
+    candidates_first: &[u32],
+    proc_root: &Path,
+) -> StdioOwnership {
+    let mut out = StdioOwnership {
+        root,
+        fds: Vec::new(),
+        state: OwnerState::Unknown {
+            reason: "root-gone",
+        },
+        processes_scanned: 0,
+        full_scan: false,
+    };
+    if fdtable::proc_key(proc_root, root.tgid) != Some(root) {
+        return out;
+    }
+    let mut pending: Vec<Pending> = STDIO_FDS
+        .iter()
+        .map(|&fd| resolve(root, fd, proc_root))
+        .collect();
+
+    let mut exclude = tree_members.clone();
+    exclude.insert(root.tgid);
+    let want: HashSet<Inode> = pending.iter().filter_map(|p| p.far.map(|f| f.0)).collect();
+    if !want.is_empty() {
+        let mut candidates: Vec<u32> = candidates_first.to_vec();
+        candidates.extend(ppid(proc_root, root.tgid));
+        let scan = fdtable::scan_pids(proc_root, candidates.iter().copied(), &exclude, Some(&want));
+        out.processes_scanned += scan.processes;
+        for p in &mut pending {
+            collect(p, &scan);
+        }
+        let missing: HashSet<Inode> = pending
+            .iter()
+            .filter(|p| p.own.owners.is_empty())
+            .filter_map(|p| p.far.map(|f| f.0))
+            .collect();
+        if !missing.is_empty() {
+            out.full_scan = true;
+            exclude.extend(candidates);
+            let complete = match fdtable::scan_all(proc_root, &exclude, Some(&missing)) {
+                Ok(all) => {
+                    out.processes_scanned += all.processes;
+                    for p in &mut pending {
+                        if p.own.owners.is_empty() {
+                            collect(p, &all);
+                        }
+                    }
+                    all.complete()
+                }
+                Err(_) => false,
+            };
+            // Who still holds the far end inside the tree (sockets only:
+            // the root's own pipe end is the same inode).
+            let inside = fdtable::scan_pids(
+                proc_root,
+                tree_members.iter().copied().chain([root.tgid]),
+                &HashSet::new(),
+                Some(&missing),
+            );
+            for p in &mut pending {
+                judge_unowned(p, &inside, complete);
+            }
+        }
+    }
+    for p in &mut pending {
+        p.own.owners.sort();
+    }
+    out.fds = pending.into_iter().map(|p| p.own).collect();
+    out.state = verdict(&out.fds);
+    out
+}
+
+/// Marks an fd whose far end no outside process holds.
+fn judge_unowned(p: &mut Pending, inside: &FdScan, complete: bool) {
+    let Some((inode, _)) = p.far else { return };
+    if !p.own.owners.is_empty() {
+        return;
+    }
+    let held_inside = matches!(inode, Inode::Socket(_))
+        && inside.holders.get(&inode).is_some_and(|v| !v.is_empty());
+    if !complete {
+        p.own.reason = Some("scan-incomplete");
+    } else if held_inside {
+        p.own.released = true;
+        p.own.reason = Some("peer-held-in-tree");
+    } else {
+        p.own.released = true;
+        p.own.reason = Some(match inode {
+            Inode::Socket(_) => "peer-unheld",
+            Inode::Pipe(_) => "pipe-other-end-closed",
+        });
+    }
+}
+
+fn verdict(fds: &[FdOwnership]) -> OwnerState {
+    let Some(stdin) = fds.iter().find(|f| f.fd == 0) else {
+        return OwnerState::Unknown { reason: "no-stdin" };
+    };
+    if stdin.released {
+        return OwnerState::Released {
+            reason: PEER_RELEASED,
+        };
+    }
+    let owners: BTreeSet<FdHolder> = fds.iter().flat_map(|f| f.owners.iter().copied()).collect();
+    if !stdin.owners.is_empty() {
+        return OwnerState::Held {
+            owners: owners.into_iter().collect(),
+        };
+    }
+    OwnerState::Unknown {
+        reason: stdin.reason.unwrap_or(match stdin.object {
+            StdioObject::Tty => "stdin-is-tty",
+            StdioObject::File => "stdin-is-file",
+            StdioObject::Closed => "stdin-closed",
+            _ => "stdin-unsupported",
+        }),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn holder(pid: u32, fd: u32) -> FdHolder {
+        FdHolder {
+            key: ProcKey::new(pid, 1),
+            fd,
+            mode: FdMode::ReadWrite,
+        }
+    }
+
+    fn fdo(fd: u32, owners: Vec<FdHolder>, released: bool) -> FdOwnership {
+        FdOwnership {
+            fd,
+            object: StdioObject::Other,
+            owners,
+            released,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn verdict_follows_stdin() {
+        let h = holder(5, 9);
+        assert_eq!(
+            verdict(&[fdo(0, vec![], true), fdo(1, vec![h], false)]),
+            OwnerState::Released {
+                reason: PEER_RELEASED
+            }
+        );
+        assert_eq!(
+            verdict(&[fdo(0, vec![h], false), fdo(1, vec![], true)]),
+            OwnerState::Held { owners: vec![h] }
+        );
+        let mut closed = fdo(0, vec![], false);
+        closed.object = StdioObject::Closed;
+        assert_eq!(
+            verdict(&[closed]),
+            OwnerState::Unknown {
+                reason: "stdin-closed"
+            }
+        );
+    }
+
+    #[test]
+    fn host_gone_only_when_every_previous_owner_is_gone() {
+        let p = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(p.path().join("7")).expect("dir");
+        let stat = "7 (h) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 1 0";
+        std::fs::write(p.path().join("7/stat"), stat).expect("stat");
+        let released = OwnerState::Released {
+            reason: PEER_RELEASED,
+        };
+        // Same PID, other start time: reused, so gone.
+        let reused = FdHolder {
+            key: ProcKey::new(7, 2),
+            ..holder(7, 3)
+        };
+        assert_eq!(
+            released.clone().with_previous_owners(&[reused], p.path()),
+            OwnerState::HostGone
+        );
+        assert_eq!(
+            released
+                .clone()
+                .with_previous_owners(&[holder(7, 3)], p.path()),
+            released
+        );
+        assert_eq!(
+            released.clone().with_previous_owners(&[], p.path()),
+            released
+        );
+    }
+
+    #[test]
+    fn missing_root_is_unknown() {
+        let p = tempfile::tempdir().expect("tempdir");
+        let o = stdio_owner(ProcKey::new(3, 3), &HashSet::new(), &[], p.path());
+        assert_eq!(
+            o.state,
+            OwnerState::Unknown {
+                reason: "root-gone"
+            }
+        );
+    }
+}
