@@ -11,12 +11,14 @@
 //! - `doctor`: what this kernel and these privileges allow.
 //! - `daemon`: the `run` command wiring it all together.
 
+pub mod config;
 pub mod daemon;
 pub mod decode;
 pub mod doctor;
 pub mod event;
 pub mod identity;
 pub mod kernel_btf;
+pub mod ownership;
 pub mod procscan;
 pub mod source;
 pub mod tracker;

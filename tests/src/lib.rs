@@ -1,1 +1,55 @@
+//! Shared helpers for mcp-reaper's integration tests.
+//!
+//! Owns: the privilege gate every kernel test goes through, and small
+//! process utilities. Must never: make a test pass without running it. A
+//! test that cannot run prints why; with MCP_REAPER_REQUIRE_PRIVILEGED=1
+//! (set by `cargo xtask test` when it runs as root, so in CI) it fails.
 
+use std::time::{Duration, Instant};
+
+/// True when the test may use BPF and signal other processes. Otherwise
+/// prints the reason and returns false (or panics when privileged runs are
+/// required).
+pub fn privileged(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    if euid == 0 {
+        return true;
+    }
+    let reason = format!("{test}: skipped: needs root (BPF and signals); euid is {euid}");
+    if std::env::var_os("MCP_REAPER_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{reason}, but MCP_REAPER_REQUIRE_PRIVILEGED=1");
+    }
+    eprintln!("{reason}");
+    false
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Field 22 of /proc/PID/stat (start time in ticks), if the process exists.
+pub fn start_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    after.split(' ').nth(19)?.parse().ok()
+}
+
+/// Sends SIGKILL to `pid` if it still has the start time `start`.
+pub fn kill_if_same(pid: u32, start: u64) {
+    if start_ticks(pid) == Some(start) {
+        // SAFETY: plain kill(2); the identity check above narrows the PID
+        // reuse window to this cleanup of the test's own processes.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    }
+}

@@ -1,0 +1,261 @@
+//! Kernel event pipeline against the real kernel: the tp_btf programs, the
+//! in-kernel watch map, the ring buffer, decoding and the tracker.
+//! Needs root (BPF); skips with a printed reason otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    time::Duration,
+};
+
+use mcp_reaper::{
+    daemon::{Agent, AgentOptions},
+    identity::ProcKey,
+    source::{ActiveSource, SourceChoice, ebpf::EbpfOptions},
+    tracker::ProcEntry,
+};
+use mcp_reaper_tests::{kill_if_same, privileged, start_ticks};
+
+/// A running tree-spawner: the stand-in host.
+struct Spawner {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Spawner {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tree-spawner"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start tree-spawner");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        Self {
+            child,
+            stdin,
+            stdout,
+        }
+    }
+
+    fn key(&self) -> ProcKey {
+        let pid = self.child.id();
+        ProcKey::new(pid, start_ticks(pid).expect("spawner is alive"))
+    }
+
+    /// Lets it build its shape; returns role -> pid once it says `done`.
+    fn go(&mut self) -> HashMap<String, u32> {
+        writeln!(self.stdin.as_mut().unwrap(), "go").unwrap();
+        let mut roles = HashMap::new();
+        let mut line = String::new();
+        loop {
+            line.clear();
+            assert!(
+                self.stdout.read_line(&mut line).unwrap() > 0,
+                "spawner died"
+            );
+            let mut parts = line.split_whitespace();
+            let (Some(role), Some(pid)) = (parts.next(), parts.next()) else {
+                continue;
+            };
+            if role == "done" {
+                return roles;
+            }
+            roles.insert(role.to_string(), pid.parse().unwrap());
+        }
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Time since boot in clock ticks, the unit of `ProcKey::start_ticks`.
+fn uptime_ticks() -> u64 {
+    let s = std::fs::read_to_string("/proc/uptime").unwrap();
+    let secs: f64 = s.split_whitespace().next().unwrap().parse().unwrap();
+    (secs * 100.0) as u64
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ebpf_agent(ring_bytes: u32) -> Agent {
+    Agent::start(AgentOptions {
+        source: SourceChoice::Ebpf,
+        ebpf: EbpfOptions {
+            ring_bytes,
+            ..EbpfOptions::default()
+        },
+        ..AgentOptions::default()
+    })
+    .expect("the eBPF source loads on this kernel")
+}
+
+/// The newest entry for `pid`, live or exited.
+fn latest(agent: &Agent, pid: u32) -> Option<&ProcEntry> {
+    agent
+        .tracker()
+        .iter()
+        .filter(|e| e.key.tgid == pid)
+        .max_by_key(|e| e.key.start_ticks)
+}
+
+/// Pumps events into the tracker until `cond` holds (or 10 s pass).
+async fn pump_until(agent: &mut Agent, mut cond: impl FnMut(&Agent) -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !cond(agent) {
+        if tokio::time::timeout_at(deadline, agent.step())
+            .await
+            .is_err()
+        {
+            return cond(agent);
+        }
+    }
+    true
+}
+
+#[test]
+fn lineage_survives_reparenting_setsid_and_double_fork() {
+    if !privileged("lineage_survives_reparenting_setsid_and_double_fork") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut agent = ebpf_agent(4 << 20);
+        assert_eq!(agent.active_source(), ActiveSource::Ebpf);
+        let mut host = Spawner::start(&["escape"]);
+        let host_key = host.key();
+        agent.ebpf_mut().unwrap().watch_host(host_key).unwrap();
+        let roles = host.go();
+        let pid = |r: &str| {
+            *roles
+                .get(r)
+                .unwrap_or_else(|| panic!("no {r} in {roles:?}"))
+        };
+        let (root, middle, grandchild, second, escapee) = (
+            pid("root"),
+            pid("middle"),
+            pid("grandchild"),
+            pid("second"),
+            pid("escapee"),
+        );
+        let root_start = start_ticks(root).unwrap();
+        let escapee_start = start_ticks(escapee).unwrap();
+        let root_key = ProcKey::new(root, root_start);
+
+        // Every member arrives, with its fork parent as lineage parent and
+        // the root as its tree, whatever its current ppid and session.
+        let all = [root, middle, grandchild, second, escapee];
+        let seen = pump_until(&mut agent, |a| {
+            all.iter().all(|p| latest(a, *p).is_some())
+                && [middle, grandchild, second]
+                    .iter()
+                    .all(|p| latest(a, *p).is_some_and(|e| e.exited.is_some()))
+        })
+        .await;
+        let t = agent.tracker();
+        assert!(
+            seen,
+            "not every member and exit was reported: {:?}",
+            t.stats()
+        );
+        let entry = |p: u32| latest(&agent, p).unwrap();
+        assert_eq!(entry(root).key, root_key, "root identity is (tgid, start)");
+        assert_eq!(entry(root).parent, Some(host_key));
+        assert_eq!(entry(middle).parent, Some(root_key));
+        assert_eq!(entry(grandchild).parent.map(|k| k.tgid), Some(middle));
+        assert_eq!(entry(second).parent.map(|k| k.tgid), Some(grandchild));
+        assert_eq!(entry(escapee).parent.map(|k| k.tgid), Some(second));
+        assert_eq!(entry(escapee).key, ProcKey::new(escapee, escapee_start));
+        for p in all {
+            assert_eq!(entry(p).tree_root, Some(root_key), "pid {p} tree");
+        }
+        // The escapee now has another parent and session, yet lineage keeps it.
+        let descendants = t.descendants(root_key);
+        assert!(
+            descendants.iter().any(|k| k.tgid == escapee),
+            "escapee missing from descendants {descendants:?}"
+        );
+        // The kernel removed exited members from the watch map and kept the
+        // live ones.
+        let src = agent.ebpf_mut().unwrap();
+        assert!(src.watched(escapee).is_some());
+        assert!(src.watched(middle).is_none());
+
+        kill_if_same(escapee, escapee_start);
+        kill_if_same(root, root_start);
+        assert!(
+            pump_until(&mut agent, |a| a
+                .tracker()
+                .get(ProcKey::new(escapee, escapee_start))
+                .is_some_and(|e| e.exited.is_some()))
+            .await,
+            "the escapee's exit was not reported"
+        );
+    });
+}
+
+#[test]
+fn a_lost_burst_is_counted_and_the_table_resyncs_to_proc() {
+    if !privileged("a_lost_burst_is_counted_and_the_table_resyncs_to_proc") {
+        return;
+    }
+    runtime().block_on(async {
+        // One page of ring buffer holds about 50 records; the burst makes
+        // 2,000 forks and exits while nothing drains it.
+        let mut agent = ebpf_agent(4096);
+        let mut host = Spawner::start(&["burst", "2000"]);
+        agent.ebpf_mut().unwrap().watch_host(host.key()).unwrap();
+        let _ = host.go(); // blocks this thread: the reader cannot drain
+        let lost = pump_until(&mut agent, |a| a.status().resyncs > 0).await;
+        let status = agent.status();
+        assert!(lost, "no loss was reported: {status:?}");
+        assert!(status.events.lost > 0);
+        assert!(!status.degraded, "resync must clear the degraded flag");
+
+        // After a resync the live table is /proc: anything that differs was
+        // born after the resync started or has died since.
+        let resync_tick = uptime_ticks();
+        agent.resync();
+        let snapshot = mcp_reaper::procscan::snapshot(std::path::Path::new("/proc"));
+        let in_proc: std::collections::BTreeSet<ProcKey> = snapshot
+            .procs
+            .iter()
+            .filter(|p| p.state != 'Z')
+            .map(|p| p.key)
+            .collect();
+        let tracked: std::collections::BTreeSet<ProcKey> = agent
+            .tracker()
+            .iter()
+            .filter(|e| e.is_live())
+            .map(|e| e.key)
+            .collect();
+        assert!(tracked.len() > 10, "the table is suspiciously small");
+        for k in in_proc.difference(&tracked) {
+            assert!(
+                k.start_ticks >= resync_tick,
+                "{k} was alive before the resync but is not tracked"
+            );
+        }
+        for k in tracked.difference(&in_proc) {
+            assert_ne!(
+                start_ticks(k.tgid),
+                Some(k.start_ticks),
+                "{k} is tracked as live, missing from the snapshot, yet alive"
+            );
+        }
+    });
+}
