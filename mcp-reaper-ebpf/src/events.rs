@@ -18,9 +18,11 @@ pub fn emit(fill: impl FnOnce(&mut ProcEvent)) {
         count(counter::LOST);
         return;
     };
-    let mut ev = ProcEvent::default();
-    // SAFETY: helper without preconditions.
-    ev.ktime_ns = unsafe { bpf_ktime_get_boot_ns() };
+    let mut ev = ProcEvent {
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ..ProcEvent::default()
+    };
     fill(&mut ev);
     entry.write(ev);
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD_BYTES {

@@ -38,7 +38,7 @@ fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let ppid = parent.tgid(&o)?;
     let parent_start = parent.process_start_ns(&o)?;
     // SAFETY: map lookup; the value is copied out at once.
-    let watch = unsafe { WATCH.get(&tgid) }.copied().unwrap_or_default();
+    let watch = unsafe { WATCH.get(tgid) }.copied().unwrap_or_default();
     let comm = bpf_get_current_comm()?;
     emit(|ev| {
         ev.kind = kind::EXEC;

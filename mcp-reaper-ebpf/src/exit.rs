@@ -37,10 +37,10 @@ fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
     }
     let tgid = task.tgid(&o)?;
     // SAFETY: map lookup; the value is copied out at once.
-    let Some(watch) = (unsafe { WATCH.get(&tgid) }).copied() else {
+    let Some(watch) = (unsafe { WATCH.get(tgid) }).copied() else {
         return Ok(());
     };
-    let _ = WATCH.remove(&tgid);
+    let _ = WATCH.remove(tgid);
     let start = task.process_start_ns(&o)?;
     let exit_code = task.exit_code(&o)?;
     let comm = task.comm(&o)?;

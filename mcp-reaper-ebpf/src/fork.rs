@@ -36,7 +36,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
     let child = Task(ctx.arg::<*const u8>(1));
     let parent_tgid = parent.tgid(&o)?;
     // SAFETY: map lookups are safe in BPF; the value is copied out at once.
-    let Some(entry) = (unsafe { WATCH.get(&parent_tgid) }).copied() else {
+    let Some(entry) = (unsafe { WATCH.get(parent_tgid) }).copied() else {
         return Ok(());
     };
     let child_pid = child.pid(&o)?;
@@ -57,7 +57,7 @@ fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
             ..entry
         }
     };
-    if WATCH.insert(&child_tgid, &inherited, 0).is_err() {
+    if WATCH.insert(child_tgid, inherited, 0).is_err() {
         // The map is full: userspace must learn that lineage is incomplete.
         count(counter::LOST);
         warn!(ctx, "watch map full: pid {} not watched", child_tgid);
