@@ -8,6 +8,10 @@
 //! - `kernel_btf`: struct offsets from the running kernel's BTF.
 //! - `source`: event sources (eBPF, poll) feeding the tracker.
 //! - `tracker`: the process table and fork lineage.
+//! - `config`: the TOML configuration, host presets and server shapes.
+//! - `ownership`: who holds the far end of a tree's stdio (sock_diag, fds).
+//! - `trees`: MCP trees, their owners, states and memory.
+//! - `scan`: the one-shot report.
 //! - `doctor`: what this kernel and these privileges allow.
 //! - `daemon`: the `run` command wiring it all together.
 
@@ -20,5 +24,7 @@ pub mod identity;
 pub mod kernel_btf;
 pub mod ownership;
 pub mod procscan;
+pub mod scan;
 pub mod source;
 pub mod tracker;
+pub mod trees;

@@ -10,8 +10,9 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand, ValueEnum};
 use mcp_reaper::{
+    config,
     daemon::{self, AgentOptions},
-    doctor,
+    doctor, scan,
     source::{SourceChoice, ebpf::EbpfOptions, poll::PollOptions},
 };
 
@@ -61,6 +62,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// One-shot report of every MCP server tree: host, session, owner fds,
+    /// state (live / orphaned / suspect / unknown) with its reason, members
+    /// and memory. Works without the daemon and without eBPF.
+    ///
+    /// Exit codes: 0 ok; 1 with --check when orphaned trees exist (for cron
+    /// and monitoring); 2 configuration error.
+    Scan(ScanArgs),
+    /// Check, print or explain the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(clap::Args, Debug)]
+struct ScanArgs {
+    /// Print JSON (schema in the README; `schema_version` marks changes).
+    #[arg(long)]
+    json: bool,
+    /// Exit 1 when any orphaned tree exists, 0 otherwise.
+    #[arg(long)]
+    check: bool,
+    /// Configuration file (default: built-in presets and server shapes).
+    #[arg(long, short, value_name = "FILE", env = "MCP_REAPER_CONFIG")]
+    config: Option<PathBuf>,
+    /// Where procfs is mounted.
+    #[arg(long, default_value = "/proc", value_name = "DIR")]
+    proc_root: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Validate FILE; print every error as FILE:LINE:COLUMN and exit 2 if any.
+    Check {
+        /// The TOML file to check.
+        file: PathBuf,
+    },
+    /// Print the documented default configuration.
+    Default,
+    /// Print the built-in host presets and server launch shapes.
+    Presets,
 }
 
 #[derive(clap::Args, Debug)]
@@ -124,6 +164,70 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     rt.block_on(daemon::run(opts))
 }
 
+/// Loads `--config` or the defaults; a bad file is exit 2 with every error.
+fn load_config(path: Option<&std::path::Path>) -> Result<config::Config, ExitCode> {
+    match path {
+        None => Ok(config::Config::default()),
+        Some(p) => config::Config::load(p).map_err(|errors| {
+            eprint!("{errors}");
+            if !errors.to_string().ends_with('\n') {
+                eprintln!();
+            }
+            ExitCode::from(2)
+        }),
+    }
+}
+
+fn scan_cmd(args: &ScanArgs) -> ExitCode {
+    let config = match load_config(args.config.as_deref()) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let report = match scan::scan(&config, &args.proc_root) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mcp-reaper: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(s) => println!("{s}"),
+            Err(e) => {
+                eprintln!("mcp-reaper: cannot encode the report: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", scan::render_human(&report));
+    }
+    if args.check && report.totals.orphaned > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn config_cmd(cmd: &ConfigCommand) -> ExitCode {
+    match cmd {
+        ConfigCommand::Check { file } => match load_config(Some(file)) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
+        ConfigCommand::Default => {
+            print!("{}", config::default_toml());
+            ExitCode::SUCCESS
+        }
+        ConfigCommand::Presets => {
+            print!("{}", config::presets_toml());
+            ExitCode::SUCCESS
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Err(e) = init_logging(cli.log_format, &cli.log_level) {
@@ -131,6 +235,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     match cli.command {
+        Command::Scan(args) => scan_cmd(&args),
+        Command::Config(cmd) => config_cmd(&cmd),
         Command::Run(args) => match run(args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

@@ -1,0 +1,170 @@
+//! `mcp-reaper scan`: a one-shot report of every MCP tree on the host.
+//!
+//! Owns: taking one /proc snapshot, building the trees, and rendering them
+//! as a table grouped by host and session or as JSON (schema below, kept
+//! stable: fields are only ever added). Works without the daemon and
+//! without eBPF (/proc and sock_diag only).
+//! Must never: signal or change anything.
+//!
+//! JSON schema (`schema_version` 1):
+//! `{ schema_version, generated_at_unix, hosts_scanned_processes, trees: [
+//!    { root: {tgid, start_ticks}, server, host: {pid, start_ticks, comm,
+//!      rule} | null, session_id | null, owner_fds: [{pid, fd}], state:
+//!      "live"|"orphaned"|"suspect"|"unknown", reason | null, age_seconds,
+//!      rss_bytes, pss_bytes, members: [{pid, start_ticks, ppid, comm,
+//!      cmdline, rss_bytes, pss_bytes}], ownership: {...evidence} } ],
+//!   totals: { trees, live, orphaned, suspect, unknown, orphaned_rss_bytes,
+//!      orphaned_pss_bytes, total_rss_bytes, total_pss_bytes } }`
+
+use std::{collections::BTreeMap, fmt::Write as _, path::Path};
+
+use serde::Serialize;
+
+use crate::{
+    config::Config,
+    procscan,
+    trees::{self, TreeState, TreeView},
+};
+
+/// Version of the JSON document; bumped only on incompatible changes.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub trees: usize,
+    pub live: usize,
+    pub orphaned: usize,
+    pub suspect: usize,
+    pub unknown: usize,
+    pub orphaned_rss_bytes: u64,
+    pub orphaned_pss_bytes: u64,
+    pub total_rss_bytes: u64,
+    pub total_pss_bytes: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScanReport {
+    pub schema_version: u32,
+    pub generated_at_unix: u64,
+    pub processes_scanned: usize,
+    pub processes_skipped: u64,
+    pub trees: Vec<TreeView>,
+    pub totals: Totals,
+}
+
+pub fn totals(trees: &[TreeView]) -> Totals {
+    let mut t = Totals {
+        trees: trees.len(),
+        ..Totals::default()
+    };
+    for tree in trees {
+        t.total_rss_bytes += tree.rss_bytes;
+        t.total_pss_bytes += tree.pss_bytes;
+        match tree.state {
+            TreeState::Live => t.live += 1,
+            TreeState::Orphaned => {
+                t.orphaned += 1;
+                t.orphaned_rss_bytes += tree.rss_bytes;
+                t.orphaned_pss_bytes += tree.pss_bytes;
+            }
+            TreeState::Suspect => t.suspect += 1,
+            TreeState::Unknown => t.unknown += 1,
+        }
+    }
+    t
+}
+
+/// Scans `proc_root` once.
+pub fn scan(config: &Config, proc_root: &Path) -> anyhow::Result<ScanReport> {
+    let snapshot = procscan::snapshot(proc_root);
+    if let Some(e) = snapshot.error {
+        anyhow::bail!("cannot read the process table: {e}");
+    }
+    let trees = trees::build(&snapshot.procs, config, proc_root);
+    Ok(ScanReport {
+        schema_version: SCHEMA_VERSION,
+        generated_at_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        processes_scanned: snapshot.procs.len(),
+        processes_skipped: snapshot.skipped,
+        totals: totals(&trees),
+        trees,
+    })
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1}M", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn age(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// The table: trees grouped by host, then by session (owner fds).
+pub fn render_human(report: &ScanReport) -> String {
+    let mut out = String::new();
+    let mut groups: BTreeMap<String, Vec<&TreeView>> = BTreeMap::new();
+    for t in &report.trees {
+        let host = t.host.as_ref().map_or_else(
+            || "(no host: adopted by init)".to_string(),
+            |h| format!("{} pid {} ({})", h.rule, h.pid, h.comm),
+        );
+        groups.entry(host).or_default().push(t);
+    }
+    for (host, trees) in &groups {
+        let _ = writeln!(out, "host {host}");
+        let _ = writeln!(
+            out,
+            "  {:<10} {:<24} {:<9} {:<22} {:>4} {:>6} {:>8} {:>8}  SESSION / OWNER",
+            "ROOT", "SERVER", "STATE", "REASON", "PROC", "AGE", "RSS", "PSS"
+        );
+        for t in trees {
+            let owner = if t.owner_fds.is_empty() {
+                "-".to_string()
+            } else {
+                t.owner_fds
+                    .iter()
+                    .map(|o| format!("{}:{}", o.pid, o.fd))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            };
+            let session = t
+                .session_id
+                .as_deref()
+                .map_or(owner.clone(), |s| format!("{s} [{owner}]"));
+            let _ = writeln!(
+                out,
+                "  {:<10} {:<24} {:<9} {:<22} {:>4} {:>6} {:>8} {:>8}  {}",
+                t.root.tgid,
+                t.server,
+                t.state.as_str(),
+                t.reason.as_deref().unwrap_or("-"),
+                t.members.len(),
+                age(t.age_seconds),
+                mib(t.rss_bytes),
+                mib(t.pss_bytes),
+                session
+            );
+        }
+    }
+    let tt = &report.totals;
+    let _ = writeln!(
+        out,
+        "{} trees: {} live, {} orphaned, {} suspect, {} unknown; orphans hold {} RSS, {} PSS ({} processes scanned)",
+        tt.trees,
+        tt.live,
+        tt.orphaned,
+        tt.suspect,
+        tt.unknown,
+        mib(tt.orphaned_rss_bytes),
+        mib(tt.orphaned_pss_bytes),
+        report.processes_scanned
+    );
+    out
+}

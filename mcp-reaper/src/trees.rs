@@ -1,0 +1,461 @@
+//! MCP trees: which server trees exist, who owns each, and their state.
+//!
+//! Owns: grouping processes into MCP trees (a root the host spawned plus
+//! every descendant), naming the host and session that own each tree,
+//! asking `ownership` for the stdio verdict, and turning it into a tree
+//! state with a reason. Also the per-tree memory (RSS and PSS) figures.
+//! Must never: signal anything, or call a tree orphaned on less than the
+//! kernel's word (an `Unknown` ownership stays `unknown`, never orphaned).
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::Path,
+};
+
+use serde::Serialize;
+
+use crate::{
+    config::{Config, ProcView},
+    identity::ProcKey,
+    ownership::{self, FdHolder, OwnerState, StdioOwnership},
+    procscan::{self, ProcInfo},
+};
+
+/// A tree's state, as `scan` and the metrics report it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TreeState {
+    /// Its owner holds the far end of its stdio.
+    Live,
+    /// Its owner let go (reason says how); a candidate for reaping.
+    Orphaned,
+    /// A heuristic says it may be abandoned; never reaped by default.
+    Suspect,
+    /// Ownership could not be established; never acted on.
+    Unknown,
+}
+
+impl TreeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Live => "live",
+            Self::Orphaned => "orphaned",
+            Self::Suspect => "suspect",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The host process at the far end of a tree's stdio (or its parent).
+#[derive(Clone, Debug, Serialize)]
+pub struct HostView {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub comm: String,
+    /// Host rule name (a bounded label), `generic` or `unknown`.
+    pub rule: String,
+}
+
+/// One member process of a tree.
+#[derive(Clone, Debug, Serialize)]
+pub struct MemberView {
+    pub pid: u32,
+    pub start_ticks: u64,
+    pub ppid: u32,
+    pub comm: String,
+    /// Command line with control characters escaped.
+    pub cmdline: String,
+    pub rss_bytes: u64,
+    pub pss_bytes: Option<u64>,
+}
+
+/// One MCP server tree.
+#[derive(Clone, Debug, Serialize)]
+pub struct TreeView {
+    pub root: ProcKey,
+    /// Bounded server identity (e.g. `server-everything`).
+    pub server: String,
+    pub host: Option<HostView>,
+    /// Session id from the environment, when the host passes one.
+    pub session_id: Option<String>,
+    /// The host fds that hold the far end of the root's stdio.
+    pub owner_fds: Vec<OwnerFd>,
+    pub state: TreeState,
+    /// Why the tree is in its state (`peer-released`, `host-exited`, ...).
+    pub reason: Option<String>,
+    pub age_seconds: u64,
+    pub members: Vec<MemberView>,
+    pub rss_bytes: u64,
+    pub pss_bytes: u64,
+    /// The full ownership evidence.
+    pub ownership: StdioOwnership,
+}
+
+/// A host fd holding the far end of a tree's stdio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct OwnerFd {
+    pub pid: u32,
+    pub fd: u32,
+}
+
+impl From<&FdHolder> for OwnerFd {
+    fn from(h: &FdHolder) -> Self {
+        Self {
+            pid: h.key.tgid,
+            fd: h.fd,
+        }
+    }
+}
+
+fn view(p: &ProcInfo) -> ProcView<'_> {
+    ProcView {
+        comm: &p.comm,
+        exe: p.exe.as_deref(),
+        cmdline: &p.cmdline,
+        uid: p.uid,
+        cgroup: None,
+    }
+}
+
+/// Finds the tree roots in `procs`: processes that match a server rule and
+/// whose parent does not (the root of `npm exec` -> `sh -c` -> `node` is
+/// `npm exec`). Protected processes are never roots.
+pub fn find_roots(procs: &[ProcInfo], config: &Config) -> Vec<ProcKey> {
+    let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.key.tgid, p)).collect();
+    let is_server = |p: &ProcInfo| {
+        !p.is_zombie()
+            && !config.is_protected(&view(p))
+            && config.classify_server(&view(p)).is_some()
+    };
+    let servers: HashSet<u32> = procs
+        .iter()
+        .filter(|p| is_server(p))
+        .map(|p| p.key.tgid)
+        .collect();
+    let mut roots: Vec<ProcKey> = procs
+        .iter()
+        .filter(|p| servers.contains(&p.key.tgid))
+        .filter(|p| {
+            // A server under another server (at any depth) is part of that
+            // tree, not a root of its own.
+            let mut seen = 0;
+            let mut cur = p.ppid;
+            while let Some(parent) = by_pid.get(&cur) {
+                if servers.contains(&cur) {
+                    return false;
+                }
+                seen += 1;
+                if seen > 64 || parent.ppid == cur {
+                    break;
+                }
+                cur = parent.ppid;
+            }
+            true
+        })
+        .map(|p| p.key)
+        .collect();
+    roots.sort();
+    roots
+}
+
+/// Every process below `root` by parent links (live ones only).
+pub fn members_of(root: ProcKey, procs: &[ProcInfo]) -> Vec<ProcKey> {
+    let mut children: HashMap<u32, Vec<&ProcInfo>> = HashMap::new();
+    for p in procs {
+        children.entry(p.ppid).or_default().push(p);
+    }
+    let mut out = vec![root];
+    let mut queue = vec![root.tgid];
+    let mut seen: HashSet<u32> = HashSet::from([root.tgid]);
+    while let Some(pid) = queue.pop() {
+        for c in children.get(&pid).into_iter().flatten() {
+            // A child must be younger than its parent: a reused PID cannot
+            // adopt another process's children.
+            if c.key.start_ticks >= root.start_ticks && seen.insert(c.key.tgid) {
+                out.push(c.key);
+                queue.push(c.key.tgid);
+            }
+        }
+    }
+    out
+}
+
+/// Proportional set size of a process, from smaps_rollup (needs ptrace
+/// access to the process: root, or the same user).
+pub fn pss_bytes(proc_root: &Path, pid: u32) -> Option<u64> {
+    let text =
+        std::fs::read_to_string(proc_root.join(pid.to_string()).join("smaps_rollup")).ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+}
+
+/// The first of `names` set in the process's environment.
+pub fn session_from_env(proc_root: &Path, pid: u32, names: &[String]) -> Option<String> {
+    if names.is_empty() {
+        return None;
+    }
+    let raw = std::fs::read(proc_root.join(pid.to_string()).join("environ")).ok()?;
+    for var in raw.split(|&b| b == 0) {
+        let Some(eq) = var.iter().position(|&b| b == b'=') else {
+            continue;
+        };
+        let (k, v) = (&var[..eq], &var[eq + 1..]);
+        if names.iter().any(|n| n.as_bytes() == k) {
+            // Bounded and printable: this is shown to operators, not parsed.
+            let v: String = String::from_utf8_lossy(v)
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(128)
+                .collect();
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Turns an ownership verdict into a state and reason. `reparented`: the
+/// root's parent is no longer a host (PID 1 or a subreaper adopted it),
+/// which with a released far end means the host itself went away.
+pub fn classify(state: &OwnerState, reparented: bool) -> (TreeState, Option<String>) {
+    match state {
+        OwnerState::Held { .. } => (TreeState::Live, None),
+        OwnerState::HostGone => (TreeState::Orphaned, Some("host-exited".into())),
+        OwnerState::Released { .. } if reparented => {
+            (TreeState::Orphaned, Some("host-exited".into()))
+        }
+        OwnerState::Released { reason } => (
+            TreeState::Orphaned,
+            Some(if *reason == ownership::PEER_RELEASED {
+                "peer-released".to_string()
+            } else {
+                // peer-held-in-tree / peer-unheld: the host let go all the same.
+                format!("peer-released ({reason})")
+            }),
+        ),
+        OwnerState::Unknown { reason } => (TreeState::Unknown, Some((*reason).to_string())),
+    }
+}
+
+/// Builds every tree from one /proc snapshot.
+pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeView> {
+    let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.key.tgid, p)).collect();
+    let now_ticks = uptime_ticks(proc_root);
+    let session_vars: Vec<String> = config
+        .host_rules()
+        .iter()
+        .flat_map(|h| h.session_env.iter().cloned())
+        .collect();
+    let mut trees = Vec::new();
+    for root in find_roots(procs, config) {
+        let Some(root_info) = by_pid.get(&root.tgid) else {
+            continue;
+        };
+        let member_keys = members_of(root, procs);
+        let member_pids: HashSet<u32> = member_keys.iter().map(|k| k.tgid).collect();
+        let members: Vec<&ProcInfo> = member_keys
+            .iter()
+            .filter_map(|k| by_pid.get(&k.tgid).copied())
+            .collect();
+        let cmdlines: Vec<&[String]> = members.iter().map(|m| m.cmdline.as_slice()).collect();
+        let server = config.bounded_label(crate::config::server_identity(&cmdlines, config));
+        let parent = by_pid.get(&root_info.ppid).copied();
+        let reparented = root_info.ppid <= 1
+            || parent.is_some_and(|p| {
+                let v = view(p);
+                config.classify_host(&v).is_none()
+                    && config.classify_relay(&v).is_none()
+                    && config.generic_host().is_none()
+            });
+        let host = parent.filter(|_| root_info.ppid > 1).map(|p| HostView {
+            pid: p.key.tgid,
+            start_ticks: p.key.start_ticks,
+            comm: p.comm.clone(),
+            rule: config
+                .classify_host(&view(p))
+                .map(|r| r.name.clone())
+                .or_else(|| config.generic_host().map(|r| r.name.clone()))
+                .unwrap_or_else(|| "unknown".into()),
+        });
+        let candidates: Vec<u32> = host.iter().map(|h| h.pid).collect();
+        let own = ownership::stdio_owner(root, &member_pids, &candidates, proc_root);
+        let (state, reason) = classify(&own.state, reparented);
+        let mut owner_fds: Vec<OwnerFd> = own
+            .fds
+            .iter()
+            .flat_map(|f| f.owners.iter().map(OwnerFd::from))
+            .collect();
+        owner_fds.sort();
+        owner_fds.dedup();
+        let session_id = session_from_env(proc_root, root.tgid, &session_vars);
+        let member_views: Vec<MemberView> = members
+            .iter()
+            .map(|m| MemberView {
+                pid: m.key.tgid,
+                start_ticks: m.key.start_ticks,
+                ppid: m.ppid,
+                comm: m.comm.clone(),
+                cmdline: procscan::display_cmdline(m),
+                rss_bytes: m.rss_bytes,
+                pss_bytes: pss_bytes(proc_root, m.key.tgid),
+            })
+            .collect();
+        trees.push(TreeView {
+            root,
+            server,
+            host,
+            session_id,
+            owner_fds,
+            state,
+            reason,
+            age_seconds: now_ticks.saturating_sub(root.start_ticks) / 100,
+            rss_bytes: member_views.iter().map(|m| m.rss_bytes).sum(),
+            pss_bytes: member_views.iter().filter_map(|m| m.pss_bytes).sum(),
+            members: member_views,
+            ownership: own,
+        });
+    }
+    trees
+}
+
+/// Time since boot in clock ticks, from `uptime`.
+fn uptime_ticks(proc_root: &Path) -> u64 {
+    std::fs::read_to_string(proc_root.join("uptime"))
+        .ok()
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map_or(0, |secs| (secs * 100.0) as u64)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn proc(pid: u32, start: u64, ppid: u32, comm: &str, args: &[&str]) -> ProcInfo {
+        ProcInfo {
+            key: ProcKey::new(pid, start),
+            ppid,
+            pgid: pid as i32,
+            sid: pid as i32,
+            uid: 1000,
+            state: 'S',
+            comm: comm.into(),
+            cmdline: args.iter().map(|s| s.to_string()).collect(),
+            cmdline_truncated: false,
+            exe: None,
+            rss_bytes: 1 << 20,
+        }
+    }
+
+    fn npm_tree(base: u32, host: u32) -> Vec<ProcInfo> {
+        vec![
+            proc(
+                base,
+                500,
+                host,
+                "npm exec @mode",
+                &[
+                    "npm",
+                    "exec",
+                    "--offline",
+                    "@modelcontextprotocol/server-everything",
+                ],
+            ),
+            proc(
+                base + 1,
+                501,
+                base,
+                "sh",
+                &["sh", "-c", "mcp-server-everything"],
+            ),
+            proc(
+                base + 2,
+                502,
+                base + 1,
+                "node",
+                &["node", "/srv/node_modules/.bin/mcp-server-everything"],
+            ),
+        ]
+    }
+
+    #[test]
+    fn the_npm_exec_shape_is_one_tree_rooted_at_npm_exec() {
+        let config = Config::default();
+        let mut procs = vec![proc(100, 10, 1, "python3", &["python3", "host.py"])];
+        procs.extend(npm_tree(200, 100));
+        let roots = find_roots(&procs, &config);
+        assert_eq!(roots, vec![ProcKey::new(200, 500)]);
+        let members = members_of(roots[0], &procs);
+        assert_eq!(members.len(), 3);
+    }
+
+    #[test]
+    fn identical_trees_under_one_host_are_separate_roots() {
+        let config = Config::default();
+        let mut procs = vec![proc(100, 10, 1, "python3", &["python3", "host.py"])];
+        procs.extend(npm_tree(200, 100));
+        procs.extend(npm_tree(300, 100));
+        assert_eq!(find_roots(&procs, &config).len(), 2);
+    }
+
+    #[test]
+    fn a_reused_pid_does_not_adopt_older_processes() {
+        let config = Config::default();
+        let mut procs = npm_tree(200, 100);
+        // An older process whose ppid happens to be the root's (reused) PID.
+        procs.push(proc(999, 100, 200, "old", &["old"]));
+        let members = members_of(ProcKey::new(200, 500), &procs);
+        assert!(!members.iter().any(|k| k.tgid == 999));
+        let _ = config;
+    }
+
+    #[test]
+    fn unknown_ownership_is_never_orphaned() {
+        let (state, _) = classify(&OwnerState::Unknown { reason: "x" }, true);
+        assert_eq!(state, TreeState::Unknown);
+        let (state, reason) = classify(&OwnerState::Held { owners: vec![] }, true);
+        assert_eq!((state, reason), (TreeState::Live, None));
+    }
+
+    #[test]
+    fn released_with_the_host_gone_is_host_exited() {
+        let released = OwnerState::Released {
+            reason: ownership::PEER_RELEASED,
+        };
+        assert_eq!(
+            classify(&released, false),
+            (TreeState::Orphaned, Some("peer-released".into()))
+        );
+        assert_eq!(
+            classify(&released, true),
+            (TreeState::Orphaned, Some("host-exited".into()))
+        );
+        assert_eq!(
+            classify(&OwnerState::HostGone, false).1.as_deref(),
+            Some("host-exited")
+        );
+    }
+
+    #[test]
+    fn session_ids_come_from_the_named_variables_only() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("7")).unwrap();
+        std::fs::write(
+            dir.path().join("7/environ"),
+            b"PATH=/bin\0OTHER=1\0MY_SESSION=abc\x07def\0",
+        )
+        .unwrap();
+        let names = vec!["MY_SESSION".to_string()];
+        assert_eq!(
+            session_from_env(dir.path(), 7, &names).as_deref(),
+            Some("abcdef")
+        );
+        assert_eq!(session_from_env(dir.path(), 7, &["NOPE".into()]), None);
+        assert_eq!(session_from_env(dir.path(), 8, &names), None);
+    }
+}
