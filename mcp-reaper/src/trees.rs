@@ -268,7 +268,7 @@ pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeV
                     && config.classify_relay(&v).is_none()
                     && config.generic_host().is_none()
             });
-        let host = parent.filter(|_| root_info.ppid > 1).map(|p| HostView {
+        let host_view = |p: &ProcInfo| HostView {
             pid: p.key.tgid,
             start_ticks: p.key.start_ticks,
             comm: p.comm.clone(),
@@ -277,9 +277,24 @@ pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeV
                 .map(|r| r.name.clone())
                 .or_else(|| config.generic_host().map(|r| r.name.clone()))
                 .unwrap_or_else(|| "unknown".into()),
-        });
-        let candidates: Vec<u32> = host.iter().map(|h| h.pid).collect();
+        };
+        let candidates: Vec<u32> = parent
+            .filter(|_| root_info.ppid > 1)
+            .map(|p| p.key.tgid)
+            .into_iter()
+            .collect();
         let own = ownership::stdio_owner(root, &member_pids, &candidates, proc_root);
+        // The host is whoever holds the far end of the root's stdio; only
+        // when nobody does is it the parent (if one is left). A server whose
+        // launcher died and left it with init is still its owner's.
+        let owner_pid = match &own.state {
+            OwnerState::Held { owners } => owners.first().map(|h| h.key.tgid),
+            _ => None,
+        };
+        let host = owner_pid
+            .and_then(|pid| by_pid.get(&pid).copied())
+            .or(parent.filter(|_| root_info.ppid > 1))
+            .map(host_view);
         let (state, reason) = classify(&own.state, reparented);
         let mut owner_fds: Vec<OwnerFd> = own
             .fds

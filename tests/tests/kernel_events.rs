@@ -48,12 +48,15 @@ impl Spawner {
         ProcKey::new(pid, start_ticks(pid).expect("spawner is alive"))
     }
 
-    /// Lets it build its shape; returns role -> pid once it says `done`.
-    fn go(&mut self) -> HashMap<String, u32> {
+    /// Lets it build its shape; returns role -> pid once it has said
+    /// `done` and every role in `expect` has reported (processes of the
+    /// shape report themselves, possibly after the spawner's `done`).
+    fn go(&mut self, expect: &[&str]) -> HashMap<String, u32> {
         writeln!(self.stdin.as_mut().unwrap(), "go").unwrap();
         let mut roles = HashMap::new();
         let mut line = String::new();
-        loop {
+        let mut done = false;
+        while !(done && expect.iter().all(|r| roles.contains_key(*r))) {
             line.clear();
             assert!(
                 self.stdout.read_line(&mut line).unwrap() > 0,
@@ -64,10 +67,12 @@ impl Spawner {
                 continue;
             };
             if role == "done" {
-                return roles;
+                done = true;
+            } else {
+                roles.insert(role.to_string(), pid.parse().unwrap());
             }
-            roles.insert(role.to_string(), pid.parse().unwrap());
         }
+        roles
     }
 }
 
@@ -139,7 +144,7 @@ fn lineage_survives_reparenting_setsid_and_double_fork() {
         let mut host = Spawner::start(&["escape"]);
         let host_key = host.key();
         agent.ebpf_mut().unwrap().watch_host(host_key).unwrap();
-        let roles = host.go();
+        let roles = host.go(&["root", "middle", "grandchild", "second", "escapee"]);
         let pid = |r: &str| {
             *roles
                 .get(r)
@@ -219,7 +224,7 @@ fn a_lost_burst_is_counted_and_the_table_resyncs_to_proc() {
         let mut agent = ebpf_agent(4096);
         let mut host = Spawner::start(&["burst", "2000"]);
         agent.ebpf_mut().unwrap().watch_host(host.key()).unwrap();
-        let _ = host.go(); // blocks this thread: the reader cannot drain
+        let _ = host.go(&[]); // blocks this thread: the reader cannot drain
         let lost = pump_until(&mut agent, |a| a.status().resyncs > 0).await;
         let status = agent.status();
         assert!(lost, "no loss was reported: {status:?}");
@@ -251,9 +256,9 @@ fn a_lost_burst_is_counted_and_the_table_resyncs_to_proc() {
             );
         }
         for k in tracked.difference(&in_proc) {
-            assert_ne!(
-                start_ticks(k.tgid),
-                Some(k.start_ticks),
+            // Gone, or a zombie now (it exited after the resync).
+            assert!(
+                !mcp_reaper::procscan::is_alive(std::path::Path::new("/proc"), *k),
                 "{k} is tracked as live, missing from the snapshot, yet alive"
             );
         }

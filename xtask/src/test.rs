@@ -69,8 +69,14 @@ pub fn run() -> Result<ExitCode> {
             .run()
         }));
         results.push(timed("cargo test", || {
-            let mut test = cargo(&["test", "--workspace", "--exclude", EBPF_CRATE])
-                .env("MCP_REAPER_NPM_DIR", npm_dir());
+            let mut test = cargo(&[
+                "test",
+                "--workspace",
+                "--no-fail-fast",
+                "--exclude",
+                EBPF_CRATE,
+            ])
+            .env("MCP_REAPER_NPM_DIR", npm_dir());
             if privileged {
                 test = test.env("MCP_REAPER_REQUIRE_PRIVILEGED", "1");
             }

@@ -111,3 +111,61 @@ pub fn spawn(
         }
     })
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn info(pid: u32, start: u64, ppid: u32) -> ProcInfo {
+        ProcInfo {
+            key: ProcKey::new(pid, start),
+            ppid,
+            pgid: 0,
+            sid: 0,
+            uid: 0,
+            state: 'S',
+            comm: format!("p{pid}"),
+            cmdline: vec![],
+            cmdline_truncated: false,
+            exe: None,
+            rss_bytes: 0,
+        }
+    }
+
+    #[test]
+    fn appearances_come_parent_first_then_exits() {
+        let before: HashMap<u32, ProcKey> = [(1, ProcKey::new(1, 1)), (5, ProcKey::new(5, 50))]
+            .into_iter()
+            .collect();
+        // 5 exited; 7 (child of 6) and 6 appeared; listed child first.
+        let now = vec![info(1, 1, 0), info(7, 71, 6), info(6, 60, 1)];
+        let (events, after) = diff(&before, &now);
+        let keys: Vec<(bool, u32)> = events
+            .iter()
+            .map(|e| (matches!(e, ProcessEvent::Exit { .. }), e.key().tgid))
+            .collect();
+        assert_eq!(keys, vec![(false, 6), (false, 7), (true, 5)]);
+        match &events[1] {
+            ProcessEvent::Exec { parent, .. } => assert_eq!(*parent, ProcKey::new(6, 60)),
+            other => panic!("expected exec, got {other:?}"),
+        }
+        assert_eq!(after.len(), 3);
+    }
+
+    #[test]
+    fn a_reused_pid_is_an_exit_and_an_appearance() {
+        let before: HashMap<u32, ProcKey> = [(9, ProcKey::new(9, 90))].into_iter().collect();
+        let (events, _) = diff(&before, &[info(9, 95, 1)]);
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[0], ProcessEvent::Exec { key, .. } if key == ProcKey::new(9, 95)));
+        assert!(matches!(events[1], ProcessEvent::Exit { key, .. } if key == ProcKey::new(9, 90)));
+    }
+
+    #[test]
+    fn no_change_no_events() {
+        let before: HashMap<u32, ProcKey> = [(3, ProcKey::new(3, 30))].into_iter().collect();
+        let (events, _) = diff(&before, &[info(3, 30, 1)]);
+        assert!(events.is_empty());
+    }
+}
