@@ -5,6 +5,7 @@
 //! test that cannot run prints why; with MCP_REAPER_REQUIRE_PRIVILEGED=1
 //! (set by `cargo xtask test` when it runs as root, so in CI) it fails.
 
+pub mod host;
 use std::time::{Duration, Instant};
 
 /// True when the test may use BPF and signal other processes. Otherwise

@@ -1,0 +1,434 @@
+//! A stand-in MCP host for tests: drives `tests/hosts/stdio_host.py`, which
+//! starts real stdio MCP servers with `npm exec --offline <pkg>` over
+//! socketpair or pipe stdio and performs the MCP `initialize` handshake.
+//!
+//! Owns: the host process and every server tree it started. Dropping a
+//! [`TestHost`] SIGKILLs the trees (deepest members found by /proc lineage
+//! first, then the recorded members, then the host) and waits until none is
+//! alive, so no test leaves a leak behind. Must never: signal a process that
+//! is not one of its own (members are checked by start time).
+//!
+//! Protocol errors panic with context: these are test helpers.
+
+#![allow(clippy::expect_used)]
+
+use std::{
+    collections::{HashMap, HashSet},
+    io::{BufRead, BufReader, Write},
+    path::PathBuf,
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::mpsc::{Receiver, RecvTimeoutError, channel},
+    time::Duration,
+};
+
+use serde_json::{Value, json};
+
+use crate::{kill_if_same, start_ticks, wait_until};
+
+/// The MCP server that keeps running after stdin EOF (the real leak).
+pub const SERVER_EVERYTHING: &str = "@modelcontextprotocol/server-everything";
+
+/// How long to wait for any answer of the host (a spawn's handshake itself
+/// times out after 60 s inside the host).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The directory holding `node_modules` with the test servers:
+/// `MCP_REAPER_NPM_DIR`, or `<workspace>/tests/npm`.
+pub fn npm_dir() -> PathBuf {
+    std::env::var_os("MCP_REAPER_NPM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/npm")))
+}
+
+/// Path of the host script.
+pub fn host_script() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/hosts/stdio_host.py"))
+}
+
+/// How the host wires a server's stdio.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// One AF_UNIX stream socketpair per stdio stream (Node/libuv hosts).
+    Socket,
+    /// Pipes (Python's subprocess).
+    Pipe,
+}
+
+impl Transport {
+    fn as_str(self) -> &'static str {
+        match self {
+            Transport::Socket => "socket",
+            Transport::Pipe => "pipe",
+        }
+    }
+}
+
+/// A server session the host started and completed the handshake with.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub id: String,
+    /// The tree root: the `npm exec` process (a child of the host).
+    pub pid: u32,
+    /// The host's end of the server's stdin, as an fd number in the host.
+    pub host_stdin_fd: i32,
+    /// The host's end of the server's stdout, as an fd number in the host.
+    pub host_stdout_fd: i32,
+    /// Seconds from spawn to the initialize result, measured by the host.
+    pub handshake_s: f64,
+}
+
+/// The stand-in host process.
+pub struct TestHost {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    pid: u32,
+    /// Every tree member seen, with its start time, so Drop finds members
+    /// even after lineage was broken (host killed, intermediate exited).
+    members: HashMap<u32, u64>,
+    roots: Vec<u32>,
+    reaped: bool,
+}
+
+impl TestHost {
+    /// Starts the host and waits for its ready line. Panics if the npm
+    /// packages are not installed.
+    pub fn start() -> TestHost {
+        let npm = npm_dir();
+        assert!(
+            npm.join("node_modules").is_dir(),
+            "{}/node_modules is missing: run `cargo xtask setup --tests` \
+             (or `npm install` in that directory), or set MCP_REAPER_NPM_DIR",
+            npm.display()
+        );
+        let mut child = Command::new("python3")
+            .arg(host_script())
+            .env("MCP_REAPER_NPM_DIR", &npm)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start python3 {}: {e}", host_script().display()));
+        let stdin = child.stdin.take();
+        let stdout = child.stdout.take().expect("host stdout is piped");
+        let (tx, lines) = channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut host = TestHost {
+            pid: child.id(),
+            child,
+            stdin,
+            lines,
+            members: HashMap::new(),
+            roots: Vec::new(),
+            reaped: false,
+        };
+        let ready = host.read_answer("ready line");
+        assert_eq!(ready["ready"], json!(true), "host ready line: {ready}");
+        assert_eq!(ready["pid"], json!(host.pid), "host ready line: {ready}");
+        host
+    }
+
+    /// The host's PID.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    fn read_answer(&mut self, what: &str) -> Value {
+        let line = match self.lines.recv_timeout(ANSWER_TIMEOUT) {
+            Ok(line) => line,
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("stand-in host: no answer to {what} in {ANSWER_TIMEOUT:?}")
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                panic!("stand-in host exited before answering {what}")
+            }
+        };
+        serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("stand-in host: bad answer to {what}: {e}: {line:?}"))
+    }
+
+    /// Sends one command and returns its answer, whatever `ok` says.
+    pub fn request(&mut self, cmd: Value) -> Value {
+        let stdin = self.stdin.as_mut().expect("stand-in host already exited");
+        writeln!(stdin, "{cmd}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("stand-in host: send {cmd}: {e}"));
+        self.read_answer(&cmd.to_string())
+    }
+
+    /// Like `request`, panicking unless the answer says ok.
+    fn request_ok(&mut self, cmd: Value) -> Value {
+        let answer = self.request(cmd.clone());
+        assert_eq!(
+            answer["ok"],
+            json!(true),
+            "stand-in host refused {cmd}: {answer}"
+        );
+        answer
+    }
+
+    /// Starts `server-everything` as session `id` and completes the MCP
+    /// handshake. `env` is added to the server's environment.
+    pub fn spawn(&mut self, id: &str, transport: Transport, env: &[(&str, &str)]) -> Session {
+        self.spawn_package(id, transport, SERVER_EVERYTHING, env)
+    }
+
+    /// Starts `package` (installed in [`npm_dir`]) as session `id`.
+    pub fn spawn_package(
+        &mut self,
+        id: &str,
+        transport: Transport,
+        package: &str,
+        env: &[(&str, &str)],
+    ) -> Session {
+        let env: serde_json::Map<String, Value> = env
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), json!(v)))
+            .collect();
+        let cmd = json!({
+            "cmd": "spawn", "id": id, "transport": transport.as_str(),
+            "package": package, "env": env,
+        });
+        let answer = self.request(cmd.clone());
+        if let Some(root) = answer["pid"].as_u64() {
+            self.remember_tree(root as u32);
+        }
+        assert_eq!(answer["ok"], json!(true), "spawn failed: {cmd}: {answer}");
+        let fd = |name: &str| {
+            answer["host_fds"][name]
+                .as_i64()
+                .unwrap_or_else(|| panic!("spawn answer lacks host_fds.{name}: {answer}"))
+                as i32
+        };
+        Session {
+            id: id.to_owned(),
+            pid: answer["pid"].as_u64().expect("spawn answer has a pid") as u32,
+            host_stdin_fd: fd("stdin"),
+            host_stdout_fd: fd("stdout"),
+            handshake_s: answer["handshake_s"].as_f64().unwrap_or(f64::NAN),
+        }
+    }
+
+    /// Records the tree under `root` (called after each spawn; call again
+    /// if a test lets a tree grow).
+    pub fn remember_tree(&mut self, root: u32) {
+        if !self.roots.contains(&root) {
+            self.roots.push(root);
+        }
+        for pid in server_tree_pids(root) {
+            if let Some(start) = start_ticks(pid) {
+                self.members.entry(pid).or_insert(start);
+            }
+        }
+    }
+
+    /// Sends an MCP `tools/list` to the session: true when the server
+    /// answered (alive and still owned by this host).
+    pub fn ping(&mut self, id: &str) -> bool {
+        self.request(json!({"cmd": "ping", "id": id}))["ok"] == json!(true)
+    }
+
+    /// Closes every host fd of the session (stdin, stdout, stderr) without
+    /// signalling the server. server-everything@2025.4.8 survives this only
+    /// until its next log notification (every 15 s), which dies on EPIPE;
+    /// use [`TestHost::close_stdin`] for a leak that lasts.
+    pub fn close(&mut self, id: &str) {
+        self.request_ok(json!({"cmd": "close", "id": id}));
+    }
+
+    /// Closes only the host's end of the server's stdin (the spec's first
+    /// shutdown step), keeping stdout and stderr: the server sees EOF,
+    /// ignores it and runs on indefinitely.
+    pub fn close_stdin(&mut self, id: &str) {
+        self.close_streams(id, &["stdin"]);
+    }
+
+    /// Closes the named host ends (`"stdin"`, `"stdout"`, `"stderr"`).
+    pub fn close_streams(&mut self, id: &str, streams: &[&str]) {
+        self.request_ok(json!({"cmd": "close", "id": id, "streams": streams}));
+    }
+
+    /// shutdown(SHUT_RDWR) on the host's socket ends, keeping them open.
+    pub fn shutdown(&mut self, id: &str) {
+        self.request_ok(json!({"cmd": "shutdown", "id": id}));
+    }
+
+    /// Marks the session silent (fds kept, no more traffic).
+    pub fn silence(&mut self, id: &str) {
+        self.request_ok(json!({"cmd": "silence", "id": id}));
+    }
+
+    /// The host's view of every session.
+    pub fn list(&mut self) -> Vec<Value> {
+        let answer = self.request_ok(json!({"cmd": "list"}));
+        answer["sessions"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Asks the host to exit at once, leaving its children alone.
+    pub fn exit(&mut self) {
+        self.request_ok(json!({"cmd": "exit"}));
+        self.stdin = None;
+        self.wait_host();
+    }
+
+    /// SIGKILLs the host (its trees are left running) and reaps it.
+    pub fn kill(&mut self) {
+        if !self.reaped {
+            // SAFETY: plain kill(2) of our own unreaped child: its PID
+            // cannot have been reused.
+            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+        }
+        self.stdin = None;
+        self.wait_host();
+    }
+
+    fn wait_host(&mut self) {
+        if !self.reaped {
+            self.child.wait().expect("wait for the stand-in host");
+            self.reaped = true;
+        }
+    }
+
+    /// Every live process this host started: descendants of the host and
+    /// of each recorded root, plus recorded members still alive.
+    fn all_members(&self) -> HashSet<u32> {
+        let mut out = HashSet::new();
+        if !self.reaped {
+            out.extend(
+                server_tree_pids(self.pid)
+                    .into_iter()
+                    .filter(|&p| p != self.pid),
+            );
+        }
+        for &root in &self.roots {
+            if self
+                .members
+                .get(&root)
+                .is_some_and(|&s| start_ticks(root) == Some(s))
+            {
+                out.extend(server_tree_pids(root));
+            }
+        }
+        for (&pid, &start) in &self.members {
+            if start_ticks(pid) == Some(start) {
+                out.insert(pid);
+            }
+        }
+        out
+    }
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        // Kill trees before the host so lineage is intact while we walk it;
+        // repeat to catch members forked meanwhile.
+        let mut killed: HashMap<u32, u64> = HashMap::new();
+        for _ in 0..5 {
+            let found: Vec<u32> = self
+                .all_members()
+                .into_iter()
+                .filter(|p| !killed.contains_key(p) && is_alive(*p))
+                .collect();
+            if found.is_empty() {
+                break;
+            }
+            for pid in found {
+                if let Some(start) = start_ticks(pid) {
+                    kill_if_same(pid, start);
+                    killed.insert(pid, start);
+                }
+            }
+        }
+        self.stdin = None;
+        self.kill();
+        let gone = wait_until(Duration::from_secs(10), || {
+            killed
+                .iter()
+                .all(|(&pid, &start)| start_ticks(pid) != Some(start) || !is_alive(pid))
+        });
+        if !gone && !std::thread::panicking() {
+            panic!("TestHost drop: server processes survived SIGKILL: {killed:?}");
+        }
+    }
+}
+
+/// `root` followed by all its descendants (breadth-first), by walking the
+/// ppid of every process in /proc. Empty if `root` does not exist.
+pub fn server_tree_pids(root: u32) -> Vec<u32> {
+    if !std::path::Path::new(&format!("/proc/{root}")).exists() {
+        return Vec::new();
+    }
+    let mut children: HashMap<u32, Vec<u32>> = HashMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some(ppid) = stat_field(pid, 1).and_then(|f| f.parse().ok()) {
+                children.entry(ppid).or_default().push(pid);
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        if let Some(kids) = children.get(&out[i]) {
+            let mut kids = kids.clone();
+            kids.sort_unstable();
+            out.extend(kids);
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Field `n` (0 = state, 1 = ppid, ...) of /proc/PID/stat after the comm.
+fn stat_field(pid: u32, n: usize) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    after.split(' ').nth(n).map(str::to_owned)
+}
+
+/// True if the process exists and is not a zombie (PID 1 here may never
+/// reap orphans, so an exited orphan can stay a zombie).
+pub fn is_alive(pid: u32) -> bool {
+    stat_field(pid, 0).is_some_and(|state| state != "Z" && state != "X")
+}
+
+/// The process's argv, NUL separators turned into spaces.
+pub fn cmdline(pid: u32) -> String {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            String::from_utf8_lossy(&b)
+                .split('\0')
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
+}
+
+/// The process's comm (thread name of the main thread).
+pub fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map(|s| s.trim_end().to_owned())
+        .unwrap_or_default()
+}
+
+/// The target of /proc/PID/fd/FD, such as `socket:[123]` or `pipe:[45]`.
+pub fn fd_target(pid: u32, fd: i32) -> Option<String> {
+    std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned())
+}
