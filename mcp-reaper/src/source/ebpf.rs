@@ -101,13 +101,18 @@ impl EbpfSource {
                 "this binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
             ));
         }
-        let kbtf = KernelBtf::load(&opts.btf_path)?;
-        let offsets = kbtf.task_offsets()?;
-        if kbtf.tracepoint_args("sched_process_exit").unwrap_or(0) < 2 {
-            return Err(anyhow!(
-                "this kernel's sched_process_exit tracepoint has no group_dead argument (needs Linux 6.x)"
-            ));
-        }
+        // Parsed in a scope of its own: the kernel's BTF is large, and aya
+        // parses it again below; not holding both keeps the peak RSS down.
+        let offsets = {
+            let kbtf = KernelBtf::load(&opts.btf_path)?;
+            if kbtf.tracepoint_args("sched_process_exit").unwrap_or(0) < 2 {
+                return Err(anyhow!(
+                    "this kernel's sched_process_exit tracepoint has no group_dead argument (needs Linux 6.x)"
+                ));
+            }
+            kbtf.task_offsets()?
+        };
+        release_freed_memory();
         // Raising RLIMIT_MEMLOCK fails without CAP_SYS_RESOURCE; kernels
         // since 5.11 account BPF memory by memcg and do not need it.
         let rlim = libc::rlimit {
@@ -119,7 +124,10 @@ impl EbpfSource {
             debug!("could not raise RLIMIT_MEMLOCK (fine on memcg-accounted kernels)");
         }
         let log_level: u8 = if opts.kernel_log { 5 } else { 0 };
+        // One parse of the kernel's BTF serves the loader and tp_btf attach.
+        let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
         let mut ebpf = EbpfLoader::new()
+            .btf(Some(&btf))
             .override_global("OFFSETS", &offsets, true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries("EVENTS", opts.ring_bytes)
@@ -132,7 +140,6 @@ impl EbpfSource {
                 Err(e) => warn!("kernel log unavailable: {e}"),
             }
         }
-        let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
         for tp in TRACEPOINTS {
             let prog: &mut BtfTracePoint = ebpf
                 .program_mut(tp)
@@ -144,6 +151,8 @@ impl EbpfSource {
             prog.attach()
                 .with_context(|| format!("attaching tp_btf/{tp}"))?;
         }
+        drop(btf);
+        release_freed_memory();
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
                 .ok_or_else(|| anyhow!("EVENTS map missing"))?,
@@ -227,6 +236,16 @@ impl EbpfSource {
             counters,
             self.opts.drain_interval,
         )))
+    }
+}
+
+/// Returns freed heap pages to the kernel, so the BTF parsed at start-up
+/// does not stay in the daemon's resident set.
+fn release_freed_memory() {
+    // SAFETY: malloc_trim only walks glibc's own heap structures.
+    #[cfg(target_env = "gnu")]
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
