@@ -7,7 +7,7 @@
 use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Write},
-    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     time::Duration,
 };
 
@@ -23,7 +23,9 @@ use mcp_reaper_tests::{kill_if_same, privileged, start_ticks};
 struct Spawner {
     child: Child,
     stdin: Option<ChildStdin>,
-    stdout: BufReader<ChildStdout>,
+    /// Lines from its stdout, read on a thread so a stuck shape fails the
+    /// test after a timeout instead of hanging it.
+    lines: std::sync::mpsc::Receiver<String>,
 }
 
 impl Spawner {
@@ -36,10 +38,18 @@ impl Spawner {
             .expect("start tree-spawner");
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
         Self {
             child,
             stdin,
-            stdout,
+            lines,
         }
     }
 
@@ -54,14 +64,14 @@ impl Spawner {
     fn go(&mut self, expect: &[&str]) -> HashMap<String, u32> {
         writeln!(self.stdin.as_mut().unwrap(), "go").unwrap();
         let mut roles = HashMap::new();
-        let mut line = String::new();
         let mut done = false;
         while !(done && expect.iter().all(|r| roles.contains_key(*r))) {
-            line.clear();
-            assert!(
-                self.stdout.read_line(&mut line).unwrap() > 0,
-                "spawner died"
-            );
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|e| {
+                    panic!("spawner silent for 30 s ({e}); roles so far {roles:?}")
+                });
             let mut parts = line.split_whitespace();
             let (Some(role), Some(pid)) = (parts.next(), parts.next()) else {
                 continue;

@@ -47,11 +47,14 @@ fn escape() {
         say("root");
         fork_then(|| {
             say("middle");
+            // SAFETY: getpid has no preconditions.
+            let middle = unsafe { libc::getpid() };
             fork_then(|| {
                 // Wait until the middle has exited so this is reparented.
+                // (Compared with the middle's PID taken before the fork: the
+                // middle may be gone before this line runs.)
                 // SAFETY: getppid has no preconditions.
-                let parent = unsafe { libc::getppid() };
-                while unsafe { libc::getppid() } == parent {
+                while unsafe { libc::getppid() } == middle {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 say("grandchild");
