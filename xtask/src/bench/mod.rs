@@ -7,6 +7,7 @@
 //! of [`BenchName`], and an arm in [`run_one`].
 mod daemon;
 mod report;
+mod scan;
 mod spawn_storm;
 
 use std::path::PathBuf;
@@ -28,12 +29,16 @@ pub struct BenchArgs {
     names: Vec<BenchName>,
     #[command(flatten)]
     spawn_storm: spawn_storm::Args,
+    #[command(flatten)]
+    scan: scan::Args,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
 enum BenchName {
     /// Sequential fork+exec+wait of /bin/true with and without the daemon.
     SpawnStorm,
+    /// `mcp-reaper scan --json` vs a `ps aux | grep | wc -l` pipeline, 2000 extra processes.
+    Scan,
 }
 
 /// What every benchmark needs to know and to record.
@@ -102,6 +107,7 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
 fn run_one(ctx: &Context, args: &BenchArgs, name: BenchName) -> Result<Section> {
     match name {
         BenchName::SpawnStorm => spawn_storm::run(ctx, &args.spawn_storm),
+        BenchName::Scan => scan::run(ctx, &args.scan),
     }
 }
 
