@@ -16,13 +16,17 @@ use tokio::{sync::mpsc, task::JoinHandle};
 use tracing::{info, warn};
 
 use crate::{
+    config::Config,
     event::SourceMsg,
+    policy::Decision,
     procscan,
+    reaper::{self, ReapPlan, ReapReport},
     source::{
         ActiveSource, CHANNEL_CAPACITY, CounterSnapshot, SourceChoice, SourceCounters,
         ebpf::{EbpfOptions, EbpfSource},
         poll::{self, PollOptions},
     },
+    supervisor::{Action, Supervisor},
     tracker::{ExitReporting, Tracker, TrackerStats},
 };
 
@@ -37,6 +41,10 @@ pub struct AgentOptions {
     /// Most processes the tracker keeps before it declares itself degraded.
     pub max_processes: usize,
     pub proc_root: PathBuf,
+    /// Host rules, server shapes, protect rules and policy.
+    pub config: Arc<Config>,
+    /// How often pending execs are classified and due checks run.
+    pub supervise_interval: Duration,
 }
 
 impl Default for AgentOptions {
@@ -48,8 +56,48 @@ impl Default for AgentOptions {
             gc_interval: Duration::from_secs(10),
             max_processes: 1 << 20,
             proc_root: PathBuf::from("/proc"),
+            config: Arc::new(Config::default()),
+            supervise_interval: Duration::from_millis(50),
         }
     }
+}
+
+/// What the agent publishes after every supervision tick, for the control
+/// socket, metrics and tests: readers never touch the live tables.
+#[derive(Debug, Default)]
+pub struct Shared {
+    pub trees: Vec<crate::supervisor::TreeRecord>,
+    pub reaps: Vec<ReapSummary>,
+    pub reported: Vec<ReportedSummary>,
+    pub status: Option<AgentStatus>,
+    /// Trees declared over by `release`, picked up at the next tick.
+    pub pending_release: Vec<crate::identity::ProcKey>,
+}
+
+/// A finished reap, as published.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReapSummary {
+    pub root: crate::identity::ProcKey,
+    pub reason: Option<String>,
+    pub outcome: String,
+    pub members: Vec<crate::identity::ProcKey>,
+}
+
+/// A decision that was only reported, as published.
+#[derive(Clone, Debug, Serialize)]
+pub struct ReportedSummary {
+    pub root: crate::identity::ProcKey,
+    pub reason: Option<String>,
+    pub decision: Decision,
+    pub members: Vec<crate::identity::ProcKey>,
+}
+
+/// A finished reap, sent back from its blocking task.
+#[derive(Debug)]
+pub struct ReapDone {
+    pub root: crate::identity::ProcKey,
+    pub reason: Option<String>,
+    pub report: ReapReport,
 }
 
 /// A running agent: source, channel and tracker.
@@ -62,6 +110,10 @@ pub struct Agent {
     reader: JoinHandle<()>,
     counters: Arc<SourceCounters>,
     resyncs: u64,
+    supervisor: Supervisor,
+    reap_tx: mpsc::UnboundedSender<ReapDone>,
+    reap_rx: mpsc::UnboundedReceiver<ReapDone>,
+    shared: Arc<std::sync::Mutex<Shared>>,
     opts: AgentOptions,
 }
 
@@ -117,6 +169,10 @@ impl Agent {
             anyhow::bail!("cannot read the process table: {e}");
         }
         tracker.seed(&snapshot.procs);
+        let mut supervisor = Supervisor::new(opts.config.clone(), opts.proc_root.clone());
+        let mut ebpf = ebpf;
+        supervisor.seed(&snapshot.procs, &tracker, ebpf.as_mut());
+        let (reap_tx, reap_rx) = mpsc::unbounded_channel();
         let (ebpf, reader) = match ebpf {
             Some(mut src) => {
                 let reader = src.spawn_reader(tx, counters.clone())?;
@@ -142,6 +198,10 @@ impl Agent {
             reader,
             counters,
             resyncs: 0,
+            supervisor,
+            reap_tx,
+            reap_rx,
+            shared: Arc::new(std::sync::Mutex::new(Shared::default())),
             opts,
         })
     }
@@ -198,7 +258,10 @@ impl Agent {
 
     fn handle(&mut self, msg: SourceMsg) {
         match msg {
-            SourceMsg::Event(ev) => self.tracker.apply(&ev),
+            SourceMsg::Event(ev) => {
+                self.tracker.apply(&ev);
+                self.supervisor.observe(&ev, &self.tracker);
+            }
             SourceMsg::Lost(n) => {
                 warn!(lost = n, "kernel dropped events; resyncing from /proc");
                 self.tracker.mark_lost(n);
@@ -213,6 +276,7 @@ impl Agent {
         // first so the snapshot, which is newer, has the last word.
         while let Ok(SourceMsg::Event(ev)) = self.rx.try_recv() {
             self.tracker.apply(&ev);
+            self.supervisor.observe(&ev, &self.tracker);
         }
         let snapshot = procscan::snapshot(&self.opts.proc_root);
         if let Some(e) = &snapshot.error {
@@ -221,6 +285,8 @@ impl Agent {
             return;
         }
         self.tracker.resync(&snapshot.procs);
+        self.supervisor
+            .seed(&snapshot.procs, &self.tracker, self.ebpf.as_mut());
         self.resyncs += 1;
         info!(
             processes = snapshot.procs.len(),
@@ -235,18 +301,169 @@ impl Agent {
         self.tracker.gc(|key| procscan::is_alive(&root, key));
     }
 
+    /// The state published after every tick.
+    pub fn shared(&self) -> Arc<std::sync::Mutex<Shared>> {
+        self.shared.clone()
+    }
+
+    fn with_shared(&self, f: impl FnOnce(&mut Shared)) {
+        // A poisoned lock only means a reader panicked; the data is plain.
+        let mut guard = self
+            .shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut guard);
+    }
+
+    /// The live map of trees.
+    pub fn supervisor(&self) -> &Supervisor {
+        &self.supervisor
+    }
+
+    /// Declares the trees of an owner or session over (`release`): they
+    /// are reaped as `session-ended` after the grace period. Returns them.
+    pub fn release(
+        &mut self,
+        owner: Option<(u32, Option<u32>)>,
+        session: Option<&str>,
+    ) -> Vec<crate::identity::ProcKey> {
+        let roots = self.supervisor.match_release(owner, session);
+        self.supervisor.release(&roots);
+        roots
+    }
+
+    /// Classifies new processes, runs due ownership checks, and acts on
+    /// the decisions: reaps go to blocking tasks, the rest are reported.
+    pub fn supervise(&mut self) {
+        let mut released = Vec::new();
+        self.with_shared(|s| released = std::mem::take(&mut s.pending_release));
+        if !released.is_empty() {
+            self.supervisor.release(&released);
+        }
+        self.supervisor
+            .classify_pending(&self.tracker, self.ebpf.as_mut());
+        let degraded = self.tracker.degraded();
+        for action in self.supervisor.tick(&self.tracker, degraded) {
+            match action.decision {
+                Decision::Enforce => self.start_reap(action),
+                Decision::None | Decision::Wait => {}
+                Decision::Observe | Decision::DryRun | Decision::Hold => {
+                    info!(
+                        root = %action.root,
+                        server = %action.record.server,
+                        reason = action.record.reason.as_deref().unwrap_or("-"),
+                        decision = ?action.decision,
+                        members = action.members.len(),
+                        "tree reported, not reaped"
+                    );
+                    let summary = ReportedSummary {
+                        root: action.root,
+                        reason: action.record.reason.clone(),
+                        decision: action.decision,
+                        members: action.members.clone(),
+                    };
+                    self.with_shared(|s| {
+                        s.reported.push(summary);
+                        if s.reported.len() > 1024 {
+                            s.reported.remove(0);
+                        }
+                    });
+                }
+            }
+        }
+        let trees: Vec<_> = self.supervisor.trees().cloned().collect();
+        let status = self.status();
+        self.with_shared(|s| {
+            s.trees = trees;
+            s.status = Some(status);
+        });
+    }
+
+    fn start_reap(&mut self, action: Action) {
+        let plan = ReapPlan {
+            never: self.supervisor.never_touch(),
+            grace_term: self.opts.config.policy.kill_after,
+            proc_root: self.opts.proc_root.clone(),
+            ..ReapPlan::new(action.root, action.members.clone())
+        };
+        let proc_root = self.opts.proc_root.clone();
+        let config = self.opts.config.clone();
+        let tx = self.reap_tx.clone();
+        let reason = action.record.reason.clone();
+        info!(
+            root = %action.root,
+            server = %action.record.server,
+            reason = reason.as_deref().unwrap_or("-"),
+            members = action.members.len(),
+            "reaping tree"
+        );
+        tokio::task::spawn_blocking(move || {
+            let mut source =
+                reaper::ProcDescendants::new(proc_root.clone(), plan.root, &plan.members);
+            let protect = |key: crate::identity::ProcKey| {
+                procscan::read_process(&proc_root, key.tgid)
+                    .ok()
+                    .filter(|p| p.key == key)
+                    .is_some_and(|p| {
+                        config.is_protected(&crate::config::ProcView {
+                            comm: &p.comm,
+                            exe: p.exe.as_deref(),
+                            cmdline: &p.cmdline,
+                            uid: p.uid,
+                            cgroup: None,
+                        })
+                    })
+            };
+            let report = reaper::reap(&plan, &mut source, &protect);
+            let _ = tx.send(ReapDone {
+                root: plan.root,
+                reason,
+                report,
+            });
+        });
+    }
+
+    fn finish_reap(&mut self, done: ReapDone) {
+        info!(
+            root = %done.root,
+            outcome = ?done.report.outcome,
+            signals = done.report.signals_sent,
+            "tree reaped"
+        );
+        self.supervisor.reaped(done.root, &self.tracker);
+        let summary = ReapSummary {
+            root: done.root,
+            reason: done.reason.clone(),
+            outcome: format!("{:?}", done.report.outcome),
+            members: done.report.members.iter().map(|m| m.key).collect(),
+        };
+        self.with_shared(|s| {
+            s.reaps.push(summary);
+            if s.reaps.len() > 1024 {
+                s.reaps.remove(0);
+            }
+        });
+    }
+
     /// Runs until `shutdown` resolves or the source stops.
     pub async fn run_until(&mut self, shutdown: impl std::future::Future<Output = ()>) {
         let mut gc = tokio::time::interval(self.opts.gc_interval);
         gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut supervise = tokio::time::interval(self.opts.supervise_interval);
+        supervise.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
-                more = self.step() => if !more {
-                    warn!("event source stopped");
-                    break;
+                msg = self.rx.recv() => match msg {
+                    Some(msg) => self.handle(msg),
+                    None => {
+                        warn!("event source stopped");
+                        break;
+                    }
                 },
+                Some(done) = self.reap_rx.recv() => self.finish_reap(done),
+                _ = supervise.tick() => self.supervise(),
                 _ = gc.tick() => self.gc(),
             }
         }

@@ -124,6 +124,16 @@ struct RunArgs {
     /// Where procfs is mounted (a host's /proc inside a container, say).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     proc_root: PathBuf,
+
+    /// Configuration file (default: built-in presets, server shapes and
+    /// policy; see `mcp-reaper config default`). An invalid file is exit 2
+    /// and nothing starts.
+    #[arg(long, short, value_name = "FILE", env = "MCP_REAPER_CONFIG")]
+    config: Option<PathBuf>,
+
+    /// Decide and report, but signal nothing (overrides the config).
+    #[arg(long)]
+    dry_run: bool,
 }
 
 fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
@@ -139,9 +149,12 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
     result.map_err(|e| format!("cannot set up logging: {e}"))
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
+fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
     if !(args.poll_interval.is_finite() && args.poll_interval >= 0.01) {
         anyhow::bail!("--poll-interval must be at least 0.01 seconds");
+    }
+    if args.dry_run {
+        config.policy.dry_run = true;
     }
     let opts = AgentOptions {
         source: args.source,
@@ -155,6 +168,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             proc_root: args.proc_root.clone(),
         },
         proc_root: args.proc_root,
+        config: std::sync::Arc::new(config),
         ..AgentOptions::default()
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -237,12 +251,15 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Scan(args) => scan_cmd(&args),
         Command::Config(cmd) => config_cmd(&cmd),
-        Command::Run(args) => match run(args) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                tracing::error!("{e:#}");
-                ExitCode::FAILURE
-            }
+        Command::Run(args) => match load_config(args.config.as_deref()) {
+            Err(code) => code,
+            Ok(config) => match run(args, config) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            },
         },
         Command::Doctor { json } => {
             let report = doctor::diagnose();

@@ -55,7 +55,7 @@ pub enum Transport {
 }
 
 impl Transport {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Transport::Socket => "socket",
             Transport::Pipe => "pipe",

@@ -34,19 +34,25 @@ impl Default for PollOptions {
     }
 }
 
-/// The difference between two scans, as events: appearances first (in
-/// start-time order, so parents come before children), then exits.
-pub fn diff(
-    before: &HashMap<u32, ProcKey>,
-    now: &[ProcInfo],
-) -> (Vec<ProcessEvent>, HashMap<u32, ProcKey>) {
-    let mut after = HashMap::with_capacity(now.len());
+/// What a scan remembers of a process: its identity and its comm, whose
+/// change under the same identity is how an exec shows between scans.
+pub type Seen = HashMap<u32, (ProcKey, String)>;
+
+/// The difference between two scans, as events: appearances and execs
+/// first (in start-time order, so parents come before children), then
+/// exits.
+pub fn diff(before: &Seen, now: &[ProcInfo]) -> (Vec<ProcessEvent>, Seen) {
+    let mut after: Seen = HashMap::with_capacity(now.len());
     for p in now {
-        after.insert(p.key.tgid, p.key);
+        after.insert(p.key.tgid, (p.key, p.comm.clone()));
     }
     let mut appeared: Vec<&ProcInfo> = now
         .iter()
-        .filter(|p| before.get(&p.key.tgid) != Some(&p.key))
+        .filter(|p| {
+            before
+                .get(&p.key.tgid)
+                .is_none_or(|(k, comm)| *k != p.key || *comm != p.comm)
+        })
         .collect();
     appeared.sort_by_key(|p| (p.key.start_ticks, p.key.tgid));
     let mut events: Vec<ProcessEvent> = appeared
@@ -55,15 +61,14 @@ pub fn diff(
             key: p.key,
             parent: after
                 .get(&p.ppid)
-                .copied()
-                .unwrap_or(ProcKey::new(p.ppid, 0)),
+                .map_or(ProcKey::new(p.ppid, 0), |(k, _)| *k),
             comm: p.comm.clone(),
             watch: Watch::default(),
             ktime_ns: 0,
         })
         .collect();
-    for key in before.values() {
-        if after.get(&key.tgid) != Some(key) {
+    for (key, _) in before.values() {
+        if after.get(&key.tgid).map(|(k, _)| k) != Some(key) {
             events.push(ProcessEvent::Exit {
                 key: *key,
                 exit_code: 0,
@@ -83,7 +88,10 @@ pub fn spawn(
     tx: mpsc::Sender<SourceMsg>,
     counters: Arc<SourceCounters>,
 ) -> JoinHandle<()> {
-    let mut known: HashMap<u32, ProcKey> = initial.iter().map(|p| (p.key.tgid, p.key)).collect();
+    let mut known: Seen = initial
+        .iter()
+        .map(|p| (p.key.tgid, (p.key, p.comm.clone())))
+        .collect();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(opts.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -135,9 +143,12 @@ mod tests {
 
     #[test]
     fn appearances_come_parent_first_then_exits() {
-        let before: HashMap<u32, ProcKey> = [(1, ProcKey::new(1, 1)), (5, ProcKey::new(5, 50))]
-            .into_iter()
-            .collect();
+        let before: Seen = [
+            (1, (ProcKey::new(1, 1), "p1".to_string())),
+            (5, (ProcKey::new(5, 50), "p5".to_string())),
+        ]
+        .into_iter()
+        .collect();
         // 5 exited; 7 (child of 6) and 6 appeared; listed child first.
         let now = vec![info(1, 1, 0), info(7, 71, 6), info(6, 60, 1)];
         let (events, after) = diff(&before, &now);
@@ -155,7 +166,9 @@ mod tests {
 
     #[test]
     fn a_reused_pid_is_an_exit_and_an_appearance() {
-        let before: HashMap<u32, ProcKey> = [(9, ProcKey::new(9, 90))].into_iter().collect();
+        let before: Seen = [(9, (ProcKey::new(9, 90), "p9".to_string()))]
+            .into_iter()
+            .collect();
         let (events, _) = diff(&before, &[info(9, 95, 1)]);
         assert_eq!(events.len(), 2);
         assert!(matches!(events[0], ProcessEvent::Exec { key, .. } if key == ProcKey::new(9, 95)));
@@ -164,8 +177,20 @@ mod tests {
 
     #[test]
     fn no_change_no_events() {
-        let before: HashMap<u32, ProcKey> = [(3, ProcKey::new(3, 30))].into_iter().collect();
+        let before: Seen = [(3, (ProcKey::new(3, 30), "p3".to_string()))]
+            .into_iter()
+            .collect();
         let (events, _) = diff(&before, &[info(3, 30, 1)]);
         assert!(events.is_empty());
+    }
+
+    #[test]
+    fn an_exec_between_scans_shows_as_a_comm_change() {
+        let before: Seen = [(3, (ProcKey::new(3, 30), "python3".to_string()))]
+            .into_iter()
+            .collect();
+        let (events, _) = diff(&before, &[info(3, 30, 1)]);
+        assert_eq!(events.len(), 1);
+        assert!(matches!(events[0], ProcessEvent::Exec { key, .. } if key == ProcKey::new(3, 30)));
     }
 }

@@ -1,0 +1,576 @@
+//! The daemon's live map of MCP trees and the decisions about them.
+//!
+//! Owns: discovering trees as processes exec (and at start from /proc),
+//! marking hosts and tree roots in the kernel's watch map so lineage is
+//! kept from the first fork, checking each tree's stdio ownership when
+//! something happens to it (and at a reconcile interval), tracking how long
+//! a tree has been orphaned, and asking `policy` what to do. Reaping itself
+//! is `reaper`'s; this module hands it a plan.
+//! Must never: produce a reap plan for a tree it has not re-confirmed as
+//! orphaned right before, include a host or relay in a plan, or plan
+//! anything while the tracker is degraded.
+
+use std::{
+    collections::{HashMap, HashSet},
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use serde::Serialize;
+use tracing::{debug, info};
+
+use crate::{
+    config::{Config, ProcView},
+    event::ProcessEvent,
+    identity::ProcKey,
+    ownership::{self, FdHolder, OwnerState},
+    policy::{self, Decision, Facts},
+    procscan::{self, ProcInfo},
+    source::ebpf::EbpfSource,
+    tracker::Tracker,
+    trees::{self, OwnerFd, TreeState},
+};
+
+/// One MCP tree as the daemon knows it.
+#[derive(Clone, Debug, Serialize)]
+pub struct TreeRecord {
+    pub root: ProcKey,
+    pub server: String,
+    pub host: Option<ProcKey>,
+    /// Host rule name (bounded label).
+    pub host_rule: String,
+    pub session_id: Option<String>,
+    pub owner_fds: Vec<OwnerFd>,
+    pub state: TreeState,
+    pub reason: Option<String>,
+    /// When the current orphan reason was first confirmed.
+    #[serde(skip)]
+    pub orphan_since: Option<Instant>,
+    /// Every process seen holding the far end while the tree was live.
+    #[serde(skip)]
+    pub owners_seen: Vec<FdHolder>,
+    /// A reap is under way.
+    pub reaping: bool,
+    /// The last decision reported (to log and audit each change once).
+    pub last_decision: Option<Decision>,
+}
+
+/// What the daemon should do for one tree now.
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub root: ProcKey,
+    pub decision: Decision,
+    pub record: TreeRecord,
+    /// Members at the moment of the decision (live, by lineage).
+    pub members: Vec<ProcKey>,
+}
+
+pub struct Supervisor {
+    config: Arc<Config>,
+    proc_root: PathBuf,
+    infos: HashMap<ProcKey, ProcInfo>,
+    servers: HashSet<ProcKey>,
+    hosts: HashMap<ProcKey, String>,
+    pending: Vec<ProcKey>,
+    trees: HashMap<ProcKey, TreeRecord>,
+    recheck: HashSet<ProcKey>,
+    last_reconcile: Instant,
+    /// How often every tree is re-checked even without an event.
+    pub reconcile_interval: Duration,
+}
+
+fn view(p: &ProcInfo) -> ProcView<'_> {
+    ProcView {
+        comm: &p.comm,
+        exe: p.exe.as_deref(),
+        cmdline: &p.cmdline,
+        uid: p.uid,
+        cgroup: None,
+    }
+}
+
+impl Supervisor {
+    pub fn new(config: Arc<Config>, proc_root: PathBuf) -> Self {
+        Self {
+            config,
+            proc_root,
+            infos: HashMap::new(),
+            servers: HashSet::new(),
+            hosts: HashMap::new(),
+            pending: Vec::new(),
+            trees: HashMap::new(),
+            recheck: HashSet::new(),
+            last_reconcile: Instant::now(),
+            reconcile_interval: Duration::from_secs(1),
+        }
+    }
+
+    pub fn trees(&self) -> impl Iterator<Item = &TreeRecord> {
+        self.trees.values()
+    }
+
+    pub fn tree(&self, root: ProcKey) -> Option<&TreeRecord> {
+        self.trees.get(&root)
+    }
+
+    /// Learns every process from a /proc snapshot (start-up and resync):
+    /// hosts and trees that already exist are found and watched.
+    pub fn seed(&mut self, procs: &[ProcInfo], tracker: &Tracker, ebpf: Option<&mut EbpfSource>) {
+        for p in procs {
+            self.infos.insert(p.key, p.clone());
+        }
+        let mut ebpf = ebpf;
+        for p in procs {
+            self.classify(p.key, tracker, ebpf.as_deref_mut());
+        }
+        let roots = trees::find_roots(procs, &self.config);
+        for root in roots {
+            if !self.trees.contains_key(&root) {
+                self.add_tree(root, tracker, ebpf.as_deref_mut());
+            }
+        }
+    }
+
+    /// Feeds one process event (after the tracker applied it).
+    pub fn observe(&mut self, ev: &ProcessEvent, tracker: &Tracker) {
+        match ev {
+            ProcessEvent::Exec { key, .. } => self.pending.push(*key),
+            ProcessEvent::Fork { .. } => {}
+            ProcessEvent::Exit { key, watch, .. } => {
+                self.infos.remove(key);
+                if let Some(root) = watch
+                    .root
+                    .or_else(|| tracker.get(*key).and_then(|e| e.tree_root))
+                    .filter(|r| self.trees.contains_key(r))
+                {
+                    self.recheck.insert(root);
+                }
+                if self.hosts.remove(key).is_some() {
+                    let owned: Vec<ProcKey> = self
+                        .trees
+                        .values()
+                        .filter(|t| t.host == Some(*key))
+                        .map(|t| t.root)
+                        .collect();
+                    self.recheck.extend(owned);
+                }
+            }
+        }
+    }
+
+    /// Classifies processes that exec'd since the last call.
+    pub fn classify_pending(&mut self, tracker: &Tracker, mut ebpf: Option<&mut EbpfSource>) {
+        let pending = std::mem::take(&mut self.pending);
+        for key in pending {
+            match procscan::read_process(&self.proc_root, key.tgid) {
+                Ok(info) if info.key == key => {
+                    self.infos.insert(key, info);
+                    self.classify(key, tracker, ebpf.as_deref_mut());
+                }
+                _ => {} // gone already (or PID reused): nothing to classify
+            }
+        }
+    }
+
+    fn classify(&mut self, key: ProcKey, tracker: &Tracker, ebpf: Option<&mut EbpfSource>) {
+        let Some(info) = self.infos.get(&key) else {
+            return;
+        };
+        let v = view(info);
+        // A process is classified by what it runs now: an exec can turn a
+        // forked copy of a host into a server, or the other way round.
+        self.hosts.remove(&key);
+        self.servers.remove(&key);
+        if self.config.is_protected(&v) {
+            return;
+        }
+        if let Some(rule) = self.config.classify_host(&v) {
+            let name = rule.name.clone();
+            self.hosts.insert(key, name);
+            if let Some(src) = ebpf
+                && let Err(e) = src.watch_host(key)
+            {
+                debug!("cannot watch host {key}: {e:#}");
+            }
+            return;
+        }
+        if self.config.classify_server(&v).is_none() {
+            return;
+        }
+        self.servers.insert(key);
+        // Part of an existing tree (node under npm exec -> sh -c: any
+        // ancestor is a known root), or a new root.
+        let in_tree = tracker
+            .get(key)
+            .and_then(|e| e.tree_root)
+            .filter(|r| *r != key && self.trees.contains_key(r))
+            .or_else(|| {
+                let parent = self.parent_of(key, tracker)?;
+                self.root_of(parent, tracker)
+            });
+        match in_tree {
+            Some(root) => {
+                if let Some(src) = ebpf {
+                    let _ = src.watch_member(key, root);
+                }
+            }
+            None if !self.trees.contains_key(&key) => self.add_tree(key, tracker, ebpf),
+            None => {}
+        }
+    }
+
+    fn parent_of(&self, key: ProcKey, tracker: &Tracker) -> Option<ProcKey> {
+        tracker.get(key).and_then(|e| e.parent).or_else(|| {
+            let info = self.infos.get(&key)?;
+            procscan::read_key(&self.proc_root, info.ppid)
+        })
+    }
+
+    fn root_of(&self, key: ProcKey, tracker: &Tracker) -> Option<ProcKey> {
+        let mut cur = key;
+        for _ in 0..64 {
+            if self.trees.contains_key(&cur) {
+                return Some(cur);
+            }
+            cur = self.parent_of(cur, tracker)?;
+        }
+        None
+    }
+
+    fn add_tree(&mut self, root: ProcKey, tracker: &Tracker, ebpf: Option<&mut EbpfSource>) {
+        let parent = self.parent_of(root, tracker).filter(|p| p.tgid > 1);
+        let host_rule = parent
+            .and_then(|p| self.hosts.get(&p).cloned())
+            .or_else(|| self.config.generic_host().map(|r| r.name.clone()))
+            .unwrap_or_else(|| "unknown".into());
+        // Watch the root and whatever it already forked, so lineage holds
+        // from here on even for members that later call setsid.
+        if let Some(src) = ebpf {
+            let mut members = vec![root];
+            members.extend(tracker.descendants(root));
+            if let Some(info) = self.infos.get(&root) {
+                let snapshot: Vec<ProcInfo> = self.infos.values().cloned().collect();
+                members.extend(trees::members_of(info.key, &snapshot));
+            }
+            members.sort();
+            members.dedup();
+            for m in members {
+                let _ = src.watch_member(m, root);
+            }
+        }
+        let cmdlines: Vec<Vec<String>> = self
+            .infos
+            .get(&root)
+            .map(|i| vec![i.cmdline.clone()])
+            .unwrap_or_default();
+        let refs: Vec<&[String]> = cmdlines.iter().map(Vec::as_slice).collect();
+        let server = self
+            .config
+            .bounded_label(crate::config::server_identity(&refs, &self.config));
+        let session_vars: Vec<String> = self
+            .config
+            .host_rules()
+            .iter()
+            .flat_map(|h| h.session_env.iter().cloned())
+            .collect();
+        let session_id = trees::session_from_env(&self.proc_root, root.tgid, &session_vars);
+        info!(root = %root, server = %server, host = ?parent.map(|p| p.tgid), "tree discovered");
+        self.trees.insert(
+            root,
+            TreeRecord {
+                root,
+                server,
+                host: parent,
+                host_rule,
+                session_id,
+                owner_fds: Vec::new(),
+                state: TreeState::Unknown,
+                reason: Some("not checked yet".into()),
+                orphan_since: None,
+                owners_seen: Vec::new(),
+                reaping: false,
+                last_decision: None,
+            },
+        );
+        self.recheck.insert(root);
+    }
+
+    /// Live members of a tree by lineage: the kernel's tree marks, fork
+    /// descendants (through reparenting and setsid), and the root.
+    pub fn members(&self, root: ProcKey, tracker: &Tracker) -> Vec<ProcKey> {
+        let mut m: Vec<ProcKey> = tracker.tree_members(root);
+        m.extend(tracker.descendants(root));
+        m.push(root);
+        m.retain(|k| tracker.get(*k).is_none_or(|e| e.is_live()));
+        m.retain(|k| procscan::is_alive(&self.proc_root, *k));
+        m.sort();
+        m.dedup();
+        m
+    }
+
+    /// Re-checks one tree's ownership now. Returns false when the tree
+    /// ended by itself (nothing of it is left) and was forgotten.
+    pub fn check(&mut self, root: ProcKey, tracker: &Tracker) -> bool {
+        let members = self.members(root, tracker);
+        if members.is_empty() {
+            info!(root = %root, "tree ended by itself");
+            self.trees.remove(&root);
+            return false;
+        }
+        let Some(rec) = self.trees.get(&root) else {
+            return false;
+        };
+        let member_pids: HashSet<u32> = members.iter().map(|k| k.tgid).collect();
+        let candidates: Vec<u32> = rec.host.iter().map(|h| h.tgid).collect();
+        let root_alive = members.contains(&root);
+        let (state, reason, owners) = if root_alive {
+            let own = ownership::stdio_owner(root, &member_pids, &candidates, &self.proc_root);
+            let refined = own
+                .state
+                .clone()
+                .with_previous_owners(&rec.owners_seen, &self.proc_root);
+            let host_gone = rec
+                .host
+                .is_some_and(|h| !procscan::is_alive(&self.proc_root, h));
+            let (s, r) = trees::classify(&refined, host_gone);
+            let owners = match &refined {
+                OwnerState::Held { owners } => owners.clone(),
+                _ => Vec::new(),
+            };
+            (s, r, owners)
+        } else {
+            // The root is gone; what is left is a remnant unless some
+            // member still talks to a live owner (a launcher that forked
+            // the real server and exited is not a remnant).
+            let mut held = Vec::new();
+            let mut unknown = false;
+            for m in &members {
+                let own = ownership::stdio_owner(*m, &member_pids, &candidates, &self.proc_root);
+                match own.state {
+                    OwnerState::Held { owners } => held.extend(owners),
+                    OwnerState::Unknown { .. } => unknown = true,
+                    _ => {}
+                }
+            }
+            if !held.is_empty() {
+                (TreeState::Live, None, held)
+            } else if unknown {
+                (
+                    TreeState::Unknown,
+                    Some("remnant-unproven".into()),
+                    Vec::new(),
+                )
+            } else {
+                (TreeState::Orphaned, Some("remnant".into()), Vec::new())
+            }
+        };
+        let Some(rec) = self.trees.get_mut(&root) else {
+            return false;
+        };
+        if state == TreeState::Orphaned {
+            if rec.orphan_since.is_none() || rec.reason != reason {
+                rec.orphan_since = Some(Instant::now());
+            }
+        } else {
+            rec.orphan_since = None;
+        }
+        if !owners.is_empty() {
+            for o in &owners {
+                if !rec.owners_seen.contains(o) {
+                    rec.owners_seen.push(*o);
+                }
+            }
+            rec.owner_fds = owners.iter().map(OwnerFd::from).collect();
+            rec.owner_fds.sort();
+            rec.owner_fds.dedup();
+        }
+        rec.state = state;
+        rec.reason = reason;
+        true
+    }
+
+    /// Marks `roots` orphaned by the owner's own word (`release`).
+    pub fn release(&mut self, roots: &[ProcKey]) {
+        for r in roots {
+            if let Some(rec) = self.trees.get_mut(r) {
+                rec.state = TreeState::Orphaned;
+                rec.reason = Some("session-ended".into());
+                rec.orphan_since.get_or_insert_with(Instant::now);
+            }
+        }
+    }
+
+    /// Runs due checks and returns what to do. `degraded`: the tracker has
+    /// unreconciled losses (nothing is enforced then).
+    pub fn tick(&mut self, tracker: &Tracker, degraded: bool) -> Vec<Action> {
+        let now = Instant::now();
+        if now.duration_since(self.last_reconcile) >= self.reconcile_interval {
+            self.last_reconcile = now;
+            self.recheck.extend(self.trees.keys().copied());
+        }
+        let due: Vec<ProcKey> = self.recheck.drain().collect();
+        for root in due {
+            if self.trees.get(&root).is_some_and(|t| !t.reaping) {
+                // A session-ended verdict comes from the host's word and
+                // stays until the tree is gone.
+                let released = self
+                    .trees
+                    .get(&root)
+                    .is_some_and(|t| t.reason.as_deref() == Some("session-ended"));
+                if released {
+                    if self.members(root, tracker).is_empty() {
+                        self.trees.remove(&root);
+                    }
+                    continue;
+                }
+                self.check(root, tracker);
+            }
+        }
+        let mut actions = Vec::new();
+        let roots: Vec<ProcKey> = self.trees.keys().copied().collect();
+        for root in roots {
+            let Some(rec) = self.trees.get(&root) else {
+                continue;
+            };
+            if rec.reaping {
+                continue;
+            }
+            let facts = Facts {
+                reason: rec
+                    .reason
+                    .as_deref()
+                    .and_then(policy::parse_reason)
+                    .filter(|_| matches!(rec.state, TreeState::Orphaned | TreeState::Suspect)),
+                orphaned_for: rec
+                    .orphan_since
+                    .map_or(Duration::ZERO, |t| now.duration_since(t)),
+                degraded,
+            };
+            let decision = policy::decide(&self.config.policy, facts);
+            if decision == Decision::None || decision == Decision::Wait {
+                if let Some(rec) = self.trees.get_mut(&root) {
+                    rec.last_decision = Some(decision);
+                }
+                continue;
+            }
+            if decision == Decision::Enforce {
+                // Confirm once more, right before acting.
+                let session_ended = rec.reason.as_deref() == Some("session-ended");
+                if !session_ended
+                    && (!self.check(root, tracker)
+                        || self
+                            .trees
+                            .get(&root)
+                            .is_none_or(|t| t.state != TreeState::Orphaned))
+                {
+                    continue;
+                }
+            }
+            let members = self.members(root, tracker);
+            let Some(rec) = self.trees.get_mut(&root) else {
+                continue;
+            };
+            let changed = rec.last_decision != Some(decision);
+            rec.last_decision = Some(decision);
+            if decision == Decision::Enforce {
+                rec.reaping = true;
+            } else if !changed {
+                continue; // observe / dry-run / hold: report once per change
+            }
+            actions.push(Action {
+                root,
+                decision,
+                record: rec.clone(),
+                members,
+            });
+        }
+        actions
+    }
+
+    /// The reap of `root` finished: forget the tree if it is gone.
+    pub fn reaped(&mut self, root: ProcKey, tracker: &Tracker) {
+        if let Some(rec) = self.trees.get_mut(&root) {
+            rec.reaping = false;
+        }
+        if self.members(root, tracker).is_empty() {
+            self.trees.remove(&root);
+        } else {
+            self.recheck.insert(root);
+        }
+    }
+
+    /// Hosts and relays: never part of a reap plan.
+    pub fn never_touch(&self) -> Vec<ProcKey> {
+        self.hosts.keys().copied().collect()
+    }
+
+    /// Trees owned by `pid` (optionally through `fd`), or with `session`.
+    pub fn match_release(
+        &self,
+        owner: Option<(u32, Option<u32>)>,
+        session: Option<&str>,
+    ) -> Vec<ProcKey> {
+        self.trees
+            .values()
+            .filter(|t| match (owner, session) {
+                (Some((pid, fd)), _) => {
+                    t.owner_fds
+                        .iter()
+                        .any(|o| o.pid == pid && fd.is_none_or(|f| f == o.fd))
+                        || (fd.is_none() && t.host.is_some_and(|h| h.tgid == pid))
+                }
+                (None, Some(s)) => t.session_id.as_deref() == Some(s),
+                (None, None) => false,
+            })
+            .map(|t| t.root)
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn record(root: u32, owner: (u32, u32), session: Option<&str>) -> TreeRecord {
+        TreeRecord {
+            root: ProcKey::new(root, 1),
+            server: "s".into(),
+            host: Some(ProcKey::new(owner.0, 1)),
+            host_rule: "h".into(),
+            session_id: session.map(str::to_string),
+            owner_fds: vec![OwnerFd {
+                pid: owner.0,
+                fd: owner.1,
+            }],
+            state: TreeState::Live,
+            reason: None,
+            orphan_since: None,
+            owners_seen: vec![],
+            reaping: false,
+            last_decision: None,
+        }
+    }
+
+    #[test]
+    fn release_matches_exactly_the_named_owner_fd_or_session() {
+        let mut s = Supervisor::new(Arc::new(Config::default()), "/proc".into());
+        for (root, owner, sess) in [
+            (10, (1, 5), Some("a")),
+            (11, (1, 7), Some("b")),
+            (12, (2, 5), None),
+        ] {
+            let r = record(root, owner, sess);
+            s.trees.insert(r.root, r);
+        }
+        let mut m = s.match_release(Some((1, Some(5))), None);
+        assert_eq!(m, vec![ProcKey::new(10, 1)]);
+        m = s.match_release(Some((1, None)), None);
+        m.sort();
+        assert_eq!(m, vec![ProcKey::new(10, 1), ProcKey::new(11, 1)]);
+        assert_eq!(s.match_release(None, Some("b")), vec![ProcKey::new(11, 1)]);
+        assert!(s.match_release(None, Some("zzz")).is_empty());
+        assert!(s.match_release(None, None).is_empty());
+    }
+}

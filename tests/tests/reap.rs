@@ -1,0 +1,462 @@
+//! The daemon ending real leaks: real MCP servers from the npm registry
+//! under a stand-in host, the real kernel, real signals. Every test asserts
+//! what must survive as well as what must go. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    os::fd::OwnedFd,
+    process::{Command, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use mcp_reaper::{
+    config::Config,
+    daemon::{Agent, AgentOptions, Shared},
+    identity::ProcKey,
+    policy::Decision,
+    source::{SourceChoice, poll::PollOptions},
+};
+use mcp_reaper_tests::{
+    host::{Session, TestHost, Transport, is_alive, server_tree_pids},
+    privileged, start_ticks, wait_until,
+};
+
+const HOST_RULE: &str = r#"
+[[host]]
+name = "testhost"
+cmdline = '(?:\S*/)?python3 \S*stdio_host\.py(?: .*)?'
+session_env = ["MCP_TEST_SESSION"]
+
+[policy]
+grace = "1s"
+kill_after = "1s"
+"#;
+
+fn config(extra: &str) -> Config {
+    Config::from_toml_str(&format!("{HOST_RULE}\n{extra}"), "test-config").unwrap()
+}
+
+/// The agent running on its own thread, as the daemon would.
+struct Daemon {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    shared: Arc<Mutex<Shared>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One daemon at a time: two would see (and act on) each other's trees.
+static ONE_DAEMON: Mutex<()> = Mutex::new(());
+
+impl Daemon {
+    fn start(source: SourceChoice, config: Config) -> Self {
+        let serial = ONE_DAEMON
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut agent = Agent::start(AgentOptions {
+                    source,
+                    poll: PollOptions {
+                        interval: Duration::from_millis(100),
+                        ..PollOptions::default()
+                    },
+                    config: Arc::new(config),
+                    ..AgentOptions::default()
+                })
+                .expect("agent starts");
+                ready_tx.send(agent.shared()).unwrap();
+                agent
+                    .run_until(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        });
+        let shared = ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("agent ready");
+        Self {
+            _serial: serial,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Shared) -> T) -> T {
+        f(&self.shared.lock().unwrap())
+    }
+
+    /// Waits until the daemon knows the tree rooted at `pid` and has found
+    /// its owner (state live).
+    fn wait_tracked_live(&self, pid: u32) {
+        let ok = wait_until(Duration::from_secs(15), || {
+            self.read(|s| {
+                s.trees
+                    .iter()
+                    .any(|t| t.root.tgid == pid && t.state == mcp_reaper::trees::TreeState::Live)
+            })
+        });
+        assert!(
+            ok,
+            "tree {pid} never tracked live: {:?}",
+            self.read(|s| s
+                .trees
+                .iter()
+                .map(|t| (t.root, t.state, t.reason.clone()))
+                .collect::<Vec<_>>())
+        );
+    }
+
+    fn release_session(&self, session: &str) {
+        let mut g = self.shared.lock().unwrap();
+        let roots: Vec<ProcKey> = g
+            .trees
+            .iter()
+            .filter(|t| t.session_id.as_deref() == Some(session))
+            .map(|t| t.root)
+            .collect();
+        g.pending_release.extend(roots);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn all_gone(pids: &[u32]) -> bool {
+    pids.iter().all(|p| !is_alive(*p))
+}
+
+/// Grace + kill_after + slack: a behavioural deadline, not a benchmark.
+const REAP_DEADLINE: Duration = Duration::from_secs(15);
+
+fn spawn_sessions(host: &mut TestHost, n: usize, transport: Transport) -> Vec<Session> {
+    (0..n)
+        .map(|i| {
+            let id = format!("{}{i}", transport.as_str());
+            let sid = format!("session-{id}");
+            host.spawn(&id, transport, &[("MCP_TEST_SESSION", sid.as_str())])
+        })
+        .collect()
+}
+
+/// Scenarios 1, 2 and 4: sessions with identical command lines, some
+/// released by the host (stdin closed; the server ignores EOF and leaks),
+/// some kept. Exactly the released trees die, whole.
+fn released_sessions_die_kept_sessions_live(source: SourceChoice, n: usize) {
+    let daemon = Daemon::start(source, config(""));
+    let mut host = TestHost::start();
+    let mut sessions = spawn_sessions(&mut host, n / 2, Transport::Socket);
+    sessions.extend(spawn_sessions(&mut host, n - n / 2, Transport::Pipe));
+    for s in &sessions {
+        daemon.wait_tracked_live(s.pid);
+    }
+    let (closed, kept): (Vec<_>, Vec<_>) =
+        sessions.iter().enumerate().partition(|(i, _)| i % 2 == 0);
+    let mut doomed = Vec::new();
+    for (_, s) in &closed {
+        doomed.extend(server_tree_pids(s.pid));
+        host.close_stdin(&s.id);
+    }
+    assert!(
+        doomed.len() >= 3 * closed.len(),
+        "npm exec -> sh -> node each"
+    );
+    assert!(
+        wait_until(REAP_DEADLINE, || all_gone(&doomed)),
+        "released trees survive: {:?}",
+        doomed.iter().filter(|p| is_alive(**p)).collect::<Vec<_>>()
+    );
+    assert!(is_alive(host.pid()), "the host is never touched");
+    for (_, s) in &kept {
+        assert!(
+            server_tree_pids(s.pid).len() >= 3,
+            "kept tree {} lost members",
+            s.pid
+        );
+        assert!(host.ping(&s.id), "kept session {} must still answer", s.id);
+    }
+    let reaps = daemon.read(|s| s.reaps.clone());
+    assert_eq!(reaps.len(), closed.len(), "{reaps:?}");
+    assert!(
+        reaps
+            .iter()
+            .all(|r| r.reason.as_deref() == Some("peer-released"))
+    );
+}
+
+#[test]
+fn ebpf_tier_reaps_exactly_the_released_sessions() {
+    if !privileged("ebpf_tier_reaps_exactly_the_released_sessions") {
+        return;
+    }
+    released_sessions_die_kept_sessions_live(SourceChoice::Ebpf, 20);
+}
+
+#[test]
+fn poll_tier_reaps_exactly_the_released_sessions() {
+    if !privileged("poll_tier_reaps_exactly_the_released_sessions") {
+        return;
+    }
+    released_sessions_die_kept_sessions_live(SourceChoice::Poll, 6);
+}
+
+/// Scenario 5: a host killed with SIGKILL; another host's tree survives.
+fn host_killed(source: SourceChoice) {
+    let daemon = Daemon::start(source, config(""));
+    let mut host = TestHost::start();
+    let mut other = TestHost::start();
+    let a = host.spawn("a", Transport::Socket, &[]);
+    let b = host.spawn("b", Transport::Pipe, &[]);
+    let c = other.spawn("c", Transport::Socket, &[]);
+    for s in [&a, &b, &c] {
+        daemon.wait_tracked_live(s.pid);
+    }
+    let mut doomed = server_tree_pids(a.pid);
+    doomed.extend(server_tree_pids(b.pid));
+    host.kill();
+    assert!(
+        wait_until(REAP_DEADLINE, || all_gone(&doomed)),
+        "trees of the killed host survive"
+    );
+    assert!(other.ping("c"), "another host's tree is untouched");
+    assert!(server_tree_pids(c.pid).len() >= 3);
+}
+
+#[test]
+fn ebpf_tier_reaps_every_tree_of_a_killed_host_only() {
+    if !privileged("ebpf_tier_reaps_every_tree_of_a_killed_host_only") {
+        return;
+    }
+    host_killed(SourceChoice::Ebpf);
+}
+
+#[test]
+fn poll_tier_reaps_every_tree_of_a_killed_host_only() {
+    if !privileged("poll_tier_reaps_every_tree_of_a_killed_host_only") {
+        return;
+    }
+    host_killed(SourceChoice::Poll);
+}
+
+/// Scenarios 3 and 4: a live tree idle for longer than every timeout, and a
+/// host that calls shutdown() without closing: neither is touched.
+#[test]
+fn idle_and_shut_down_but_open_sessions_are_never_reaped() {
+    if !privileged("idle_and_shut_down_but_open_sessions_are_never_reaped") {
+        return;
+    }
+    let daemon = Daemon::start(SourceChoice::Ebpf, config(""));
+    let mut host = TestHost::start();
+    let idle = host.spawn("idle", Transport::Socket, &[]);
+    let shut = host.spawn("shut", Transport::Socket, &[]);
+    daemon.wait_tracked_live(idle.pid);
+    daemon.wait_tracked_live(shut.pid);
+    let shut_pids = server_tree_pids(shut.pid);
+    host.silence("idle");
+    host.shutdown("shut");
+    // Longer than grace + kill_after + a reconcile, several times over.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(
+        all_alive(&shut_pids),
+        "shutdown() without close is not a release"
+    );
+    assert!(host.ping("idle"), "the idle session still serves");
+    assert!(daemon.read(|s| s.reaps.is_empty()));
+}
+
+fn all_alive(pids: &[u32]) -> bool {
+    pids.iter().all(|p| is_alive(*p))
+}
+
+/// Scenario 10: dry run and observe signal nothing but report.
+#[test]
+fn dry_run_and_observe_signal_nothing_and_report() {
+    if !privileged("dry_run_and_observe_signal_nothing_and_report") {
+        return;
+    }
+    for extra in [
+        "[policy]\ndry_run = true",
+        "[policy.actions]\npeer-released = \"observe\"",
+    ] {
+        // The [policy] table is already open in HOST_RULE for the first.
+        let cfg = if extra.starts_with("[policy]\n") {
+            Config::from_toml_str(
+                &format!("{}\ndry_run = true\n", HOST_RULE.trim_end()),
+                "dry-run",
+            )
+            .unwrap()
+        } else {
+            config(extra)
+        };
+        let daemon = Daemon::start(SourceChoice::Ebpf, cfg);
+        let mut host = TestHost::start();
+        let s = host.spawn("s", Transport::Socket, &[]);
+        daemon.wait_tracked_live(s.pid);
+        let pids = server_tree_pids(s.pid);
+        host.close_stdin("s");
+        let reported = wait_until(Duration::from_secs(10), || {
+            daemon.read(|sh| sh.reported.iter().any(|r| r.root.tgid == s.pid))
+        });
+        assert!(reported, "{extra}: the orphan was not reported");
+        std::thread::sleep(Duration::from_secs(3));
+        assert!(all_alive(&pids), "{extra}: nothing may be signalled");
+        let decision = daemon.read(|sh| {
+            sh.reported
+                .iter()
+                .find(|r| r.root.tgid == s.pid)
+                .map(|r| r.decision)
+        });
+        let want = if extra.contains("dry_run") {
+            Decision::DryRun
+        } else {
+            Decision::Observe
+        };
+        assert_eq!(decision, Some(want));
+        assert!(daemon.read(|sh| sh.reaps.is_empty()));
+    }
+}
+
+/// Scenario 11: the host's own word (`release`) ends exactly that session,
+/// even though the host still holds its fds.
+#[test]
+fn release_by_session_reaps_exactly_that_session() {
+    if !privileged("release_by_session_reaps_exactly_that_session") {
+        return;
+    }
+    let daemon = Daemon::start(SourceChoice::Ebpf, config(""));
+    let mut host = TestHost::start();
+    let sessions = spawn_sessions(&mut host, 3, Transport::Socket);
+    for s in &sessions {
+        daemon.wait_tracked_live(s.pid);
+    }
+    let doomed = server_tree_pids(sessions[1].pid);
+    daemon.release_session("session-socket1");
+    assert!(wait_until(REAP_DEADLINE, || all_gone(&doomed)));
+    assert!(host.ping(&sessions[0].id) && host.ping(&sessions[2].id));
+    let reaps = daemon.read(|s| s.reaps.clone());
+    assert_eq!(reaps.len(), 1);
+    assert_eq!(reaps[0].reason.as_deref(), Some("session-ended"));
+}
+
+/// A stand-in server launched by this test as its host over a socketpair:
+/// `bash -c SCRIPT` with a marker the test config classifies as a server.
+fn fake_server(script: &str) -> (std::process::Child, OwnedFd) {
+    let (ours, theirs) = rustix_socketpair();
+    let theirs_out = theirs.try_clone().unwrap();
+    let child = Command::new("bash")
+        .args(["-c", &format!("# mcp-fake-server\n{script}")])
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::from(theirs_out))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, ours)
+}
+
+fn rustix_socketpair() -> (OwnedFd, OwnedFd) {
+    let mut fds = [0i32; 2];
+    // SAFETY: socketpair writes two new fds into the array.
+    let rc = unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    };
+    assert_eq!(rc, 0);
+    use std::os::fd::FromRawFd;
+    // SAFETY: both fds are new and owned by nothing else.
+    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+}
+
+const FAKE_SERVER_RULE: &str = r#"
+[[server]]
+name = "fake"
+cmdline = 'bash -c # mcp-fake-server(?s:.*)'
+"#;
+
+/// Scenarios 6 and 7: a server whose descendant escapes with setsid and a
+/// double fork, and one that keeps forking while it is reaped. Nothing of
+/// either survives; this test process (their host) is untouched.
+#[test]
+fn escaped_and_forking_descendants_are_reaped_too() {
+    if !privileged("escaped_and_forking_descendants_are_reaped_too") {
+        return;
+    }
+    let daemon = Daemon::start(SourceChoice::Ebpf, config(FAKE_SERVER_RULE));
+    let marker = format!("/tmp/mcp-reaper-escapee-{}", std::process::id());
+    let (mut escaper, escaper_end) = fake_server(&format!(
+        "sleep 1; (setsid bash -c 'echo $$ > {marker}; exec sleep 600' &) ; exec sleep 600"
+    ));
+    let (mut forker, forker_end) = fake_server("sleep 1; while :; do sleep 600 & sleep 0.02; done");
+    daemon.wait_tracked_live(escaper.id());
+    daemon.wait_tracked_live(forker.id());
+    assert!(wait_until(Duration::from_secs(10), || {
+        std::fs::read_to_string(&marker).is_ok_and(|s| !s.trim().is_empty())
+    }));
+    let escapee: u32 = std::fs::read_to_string(&marker)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let escapee_start = start_ticks(escapee).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{escapee}/stat"))
+            .unwrap()
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1),
+        Some("1"),
+        "the escapee was reparented to init"
+    );
+    std::thread::sleep(Duration::from_millis(300)); // let the forker fork
+    let forker_pids = server_tree_pids(forker.id());
+    assert!(forker_pids.len() > 3);
+    drop(escaper_end);
+    drop(forker_end);
+    assert!(
+        wait_until(REAP_DEADLINE, || start_ticks(escapee)
+            != Some(escapee_start)),
+        "the setsid escapee survived"
+    );
+    assert!(
+        wait_until(REAP_DEADLINE, || all_gone(&forker_pids)
+            && server_tree_pids(forker.id()).len() <= 1),
+        "the forking tree survived"
+    );
+    let _ = escaper.wait();
+    let _ = forker.wait();
+    // Nothing the forker could have started is left anywhere.
+    let leftovers = Command::new("pgrep")
+        .args(["-f", "mcp-fake-server"])
+        .output()
+        .unwrap();
+    assert!(
+        leftovers.stdout.is_empty(),
+        "leftovers: {:?}",
+        String::from_utf8_lossy(&leftovers.stdout)
+    );
+    let _ = std::fs::remove_file(&marker);
+    let reaps = daemon.read(|s| s.reaps.clone());
+    assert_eq!(reaps.len(), 2, "{reaps:?}");
+}
