@@ -12,19 +12,28 @@
 //! - `ownership`: who holds the far end of a tree's stdio (sock_diag, fds).
 //! - `trees`: MCP trees, their owners, states and memory.
 //! - `scan`: the one-shot report.
+//! - `policy`: what to do about a tree (pure decision table).
+//! - `supervisor`: the daemon's live map of trees and its decisions.
 //! - `doctor`: what this kernel and these privileges allow.
 //! - `daemon`: the `run` command wiring it all together.
 
+pub mod audit;
 pub mod config;
+pub mod control;
 pub mod daemon;
 pub mod decode;
 pub mod doctor;
 pub mod event;
+pub mod http;
 pub mod identity;
 pub mod kernel_btf;
+pub mod metrics;
 pub mod ownership;
+pub mod policy;
 pub mod procscan;
+pub mod reaper;
 pub mod scan;
 pub mod source;
+pub mod supervisor;
 pub mod tracker;
 pub mod trees;
