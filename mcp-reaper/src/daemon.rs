@@ -21,6 +21,7 @@ use crate::{
     policy::Decision,
     procscan,
     reaper::{self, ReapPlan, ReapReport},
+    report::Reporter,
     source::{
         ActiveSource, CHANNEL_CAPACITY, CounterSnapshot, SourceChoice, SourceCounters,
         ebpf::{EbpfOptions, EbpfSource},
@@ -45,6 +46,8 @@ pub struct AgentOptions {
     pub config: Arc<Config>,
     /// How often pending execs are classified and due checks run.
     pub supervise_interval: Duration,
+    /// Audit log and metrics (both optional).
+    pub reporter: Reporter,
 }
 
 impl Default for AgentOptions {
@@ -58,6 +61,7 @@ impl Default for AgentOptions {
             proc_root: PathBuf::from("/proc"),
             config: Arc::new(Config::default()),
             supervise_interval: Duration::from_millis(50),
+            reporter: Reporter::default(),
         }
     }
 }
@@ -98,6 +102,9 @@ pub struct ReapDone {
     pub root: crate::identity::ProcKey,
     pub reason: Option<String>,
     pub report: ReapReport,
+    pub record: crate::supervisor::TreeRecord,
+    /// Resident memory of the members when the reap started.
+    pub reclaimed_bytes: u64,
 }
 
 /// A running agent: source, channel and tracker.
@@ -288,6 +295,9 @@ impl Agent {
         self.supervisor
             .seed(&snapshot.procs, &self.tracker, self.ebpf.as_mut());
         self.resyncs += 1;
+        if let Some(m) = &self.opts.reporter.metrics {
+            m.resync();
+        }
         info!(
             processes = snapshot.procs.len(),
             resyncs = self.resyncs,
@@ -343,19 +353,18 @@ impl Agent {
         self.supervisor
             .classify_pending(&self.tracker, self.ebpf.as_mut());
         let degraded = self.tracker.degraded();
-        for action in self.supervisor.tick(&self.tracker, degraded) {
+        let actions = self.supervisor.tick(&self.tracker, degraded);
+        for (record, members) in self.supervisor.take_detected() {
+            self.opts.reporter.orphan_detected(&record, &members, None);
+        }
+        for action in actions {
             match action.decision {
                 Decision::Enforce => self.start_reap(action),
                 Decision::None | Decision::Wait => {}
                 Decision::Observe | Decision::DryRun | Decision::Hold => {
-                    info!(
-                        root = %action.root,
-                        server = %action.record.server,
-                        reason = action.record.reason.as_deref().unwrap_or("-"),
-                        decision = ?action.decision,
-                        members = action.members.len(),
-                        "tree reported, not reaped"
-                    );
+                    self.opts
+                        .reporter
+                        .decision(&action.record, &action.members, action.decision);
                     let summary = ReportedSummary {
                         root: action.root,
                         reason: action.record.reason.clone(),
@@ -390,6 +399,17 @@ impl Agent {
         let config = self.opts.config.clone();
         let tx = self.reap_tx.clone();
         let reason = action.record.reason.clone();
+        let record = action.record.clone();
+        let reclaimed_bytes: u64 = action
+            .members
+            .iter()
+            .filter_map(|k| {
+                procscan::read_process(&proc_root, k.tgid)
+                    .ok()
+                    .filter(|p| p.key == *k)
+            })
+            .map(|p| p.rss_bytes)
+            .sum();
         info!(
             root = %action.root,
             server = %action.record.server,
@@ -419,16 +439,18 @@ impl Agent {
                 root: plan.root,
                 reason,
                 report,
+                record,
+                reclaimed_bytes,
             });
         });
     }
 
     fn finish_reap(&mut self, done: ReapDone) {
-        info!(
-            root = %done.root,
-            outcome = ?done.report.outcome,
-            signals = done.report.signals_sent,
-            "tree reaped"
+        self.opts.reporter.reaped(
+            &done.record,
+            done.reason.as_deref(),
+            &done.report,
+            done.reclaimed_bytes,
         );
         self.supervisor.reaped(done.root, &self.tracker);
         let summary = ReapSummary {
@@ -449,6 +471,8 @@ impl Agent {
     pub async fn run_until(&mut self, shutdown: impl std::future::Future<Output = ()>) {
         let mut gc = tokio::time::interval(self.opts.gc_interval);
         gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut refresh = tokio::time::interval(Duration::from_secs(2));
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut supervise = tokio::time::interval(self.opts.supervise_interval);
         supervise.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -465,8 +489,41 @@ impl Agent {
                 Some(done) = self.reap_rx.recv() => self.finish_reap(done),
                 _ = supervise.tick() => self.supervise(),
                 _ = gc.tick() => self.gc(),
+                _ = refresh.tick() => self.refresh_metrics(),
             }
         }
+    }
+
+    /// Tree gauges with memory, and the source's health, for /metrics.
+    pub fn refresh_metrics(&mut self) {
+        let Some(m) = self.opts.reporter.metrics.clone() else {
+            return;
+        };
+        m.set_tier(&self.active.to_string());
+        m.set_degraded(self.tracker.degraded());
+        m.set_tracked(self.tracker.live_count());
+        m.observe_source_counters(&self.counters.snapshot());
+        let trees: Vec<_> = self
+            .supervisor
+            .trees()
+            .cloned()
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| {
+                let members = self.supervisor.members(t.root, &self.tracker);
+                let rss = members
+                    .iter()
+                    .filter_map(|k| procscan::read_process(&self.opts.proc_root, k.tgid).ok())
+                    .map(|p| p.rss_bytes)
+                    .sum();
+                let pss = members
+                    .iter()
+                    .filter_map(|k| crate::trees::pss_bytes(&self.opts.proc_root, k.tgid))
+                    .sum();
+                (t, members.len() as u64, rss, pss)
+            })
+            .collect();
+        self.opts.reporter.trees(&trees);
     }
 }
 
@@ -476,9 +533,145 @@ impl Drop for Agent {
     }
 }
 
+/// The daemon's outward services, each optional.
+#[derive(Clone, Debug, Default)]
+pub struct Services {
+    /// `/metrics`, `/healthz` and `/` (read-only).
+    pub listen: Option<std::net::SocketAddr>,
+    /// The audit log.
+    pub audit: Option<crate::audit::AuditTarget>,
+    /// The root-only control socket for `release`.
+    pub control_socket: Option<PathBuf>,
+}
+
+/// Answers a control request from the published state.
+fn control_handler(
+    shared: Arc<std::sync::Mutex<Shared>>,
+    reporter: Reporter,
+) -> crate::control::Handler {
+    use crate::control::{MatchedTree, ReleaseTarget, Request, Response};
+    Arc::new(move |req: Request| {
+        let mut guard = shared
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match req {
+            Request::Status => Response::status(
+                serde_json::to_value(&guard.status).unwrap_or_default(),
+                format!("{} trees tracked", guard.trees.len()),
+            ),
+            Request::Release { target, dry_run } => {
+                let (owner, session, what) = match &target {
+                    ReleaseTarget::Owner(o) => (
+                        Some((o.pid, o.fd)),
+                        None,
+                        format!(
+                            "owner {}{}",
+                            o.pid,
+                            o.fd.map(|f| format!(":{f}")).unwrap_or_default()
+                        ),
+                    ),
+                    ReleaseTarget::Session(s) => (None, Some(s.as_str()), format!("session {s}")),
+                };
+                let roots = crate::supervisor::match_release(guard.trees.iter(), owner, session);
+                let records: Vec<_> = guard
+                    .trees
+                    .iter()
+                    .filter(|t| roots.contains(&t.root))
+                    .cloned()
+                    .collect();
+                let action = if dry_run {
+                    crate::audit::Action::DryRun
+                } else {
+                    crate::audit::Action::Enforce
+                };
+                let matched: Vec<MatchedTree> = records
+                    .iter()
+                    .map(|t| MatchedTree {
+                        root: t.root.into(),
+                        server: t.server.clone(),
+                        state: t.state.as_str().to_owned(),
+                        action,
+                    })
+                    .collect();
+                if !dry_run {
+                    guard.pending_release.extend(roots);
+                    reporter.release_request(&format!("release {what}"), &records);
+                }
+                let verb = if dry_run {
+                    "would reap"
+                } else {
+                    "reaping after grace"
+                };
+                Response::matched(matched, format!("{what}: {} trees, {verb}", records.len()))
+            }
+        }
+    })
+}
+
 /// `mcp-reaper run`: start, run until SIGINT or SIGTERM, shut down cleanly.
-pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
+/// A service that cannot start (port taken, another daemon on the control
+/// socket, audit log not writable) is an error before anything is tracked.
+pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<()> {
+    let registry = crate::metrics::Registry::new();
+    let metrics = Arc::new(crate::metrics::Metrics::new(
+        &registry,
+        env!("CARGO_PKG_VERSION"),
+    )?);
+    opts.reporter.metrics = Some(metrics.clone());
+    if let Some(target) = services.audit.clone() {
+        let log = crate::audit::AuditLog::open(target).context("opening the audit log")?;
+        let sink = crate::audit::AuditSink::spawn(log, crate::audit::DEFAULT_SINK_CAPACITY)
+            .context("starting the audit writer")?;
+        opts.reporter.audit = Some(Arc::new(sink));
+    }
+    let reporter = opts.reporter.clone();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
     let mut agent = Agent::start(opts)?;
+    let shared = agent.shared();
+    let mut tasks = Vec::new();
+    if let Some(addr) = services.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics endpoint {addr}"))?;
+        let health_shared = shared.clone();
+        let health: crate::http::HealthFn = Arc::new(move || {
+            let g = health_shared
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            crate::http::Health {
+                source_attached: g.status.is_some(),
+                degraded: g.status.as_ref().is_some_and(|s| s.degraded),
+                detail: None,
+            }
+        });
+        tasks.push(tokio::spawn(crate::http::serve_on(
+            listener,
+            registry.clone(),
+            health,
+            stopped(stop_rx.clone()),
+        )));
+        info!(%addr, "metrics endpoint listening");
+    }
+    if let Some(path) = services.control_socket.clone() {
+        let handler = control_handler(shared.clone(), reporter.clone());
+        let stop = stopped(stop_rx.clone());
+        // Bind now, so "another mcp-reaper is running" stops this one.
+        let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
+        tasks.push(tokio::spawn(async move {
+            let res = crate::control::serve(&path, handler, stop).await;
+            if let Err(e) = res {
+                let _ = bound_tx.send(Err(e));
+            }
+        }));
+        if let Ok(Ok(Err(e))) = tokio::time::timeout(Duration::from_millis(300), bound_rx).await {
+            anyhow::bail!("control socket: {e}");
+        }
+    }
+    reporter.lifecycle(crate::audit::AuditEvent::Startup, agent.source_reason());
     info!(source = %agent.active_source(), reason = agent.source_reason(), "ready");
     let shutdown = async {
         let mut term =
@@ -496,8 +689,16 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         }
     };
     agent.run_until(shutdown).await;
+    let _ = stop_tx.send(true);
     let status = agent.status();
     drop(agent); // detaches the kernel programs
+    for t in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+    }
+    reporter.lifecycle(crate::audit::AuditEvent::Shutdown, "signal");
+    if let Some(a) = reporter.audit.clone() {
+        let _ = tokio::task::spawn_blocking(move || a.shutdown()).await;
+    }
     info!(
         exec = status.events.exec,
         fork = status.events.fork,

@@ -14,6 +14,9 @@
 //! - `scan`: the one-shot report.
 //! - `policy`: what to do about a tree (pure decision table).
 //! - `supervisor`: the daemon's live map of trees and its decisions.
+//! - `reaper`: kills one tree through pidfds, completely and only it.
+//! - `report`: audit records, metrics and log lines for every decision.
+//! - `audit`, `control`, `metrics`, `http`: the daemon's outward surfaces.
 //! - `doctor`: what this kernel and these privileges allow.
 //! - `daemon`: the `run` command wiring it all together.
 
@@ -32,6 +35,7 @@ pub mod ownership;
 pub mod policy;
 pub mod procscan;
 pub mod reaper;
+pub mod report;
 pub mod scan;
 pub mod source;
 pub mod supervisor;

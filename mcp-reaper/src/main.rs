@@ -72,6 +72,14 @@ enum Command {
     /// Check, print or explain the configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Tell the running daemon that a session is over: its trees are reaped
+    /// (reason session-ended) after the grace period, even though the host
+    /// still holds their stdio. For hosts' session-end hooks (see
+    /// deploy/hooks). Root only.
+    ///
+    /// Exit codes: 0 at least one tree matched; 1 none matched; 2 usage or
+    /// a rejected request; 3 the daemon is unreachable or refused.
+    Release(ReleaseArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -134,6 +142,53 @@ struct RunArgs {
     /// Decide and report, but signal nothing (overrides the config).
     #[arg(long)]
     dry_run: bool,
+
+    /// Metrics endpoint address, or `off` (default: the config's
+    /// `[daemon] listen`, 127.0.0.1:9863).
+    #[arg(long, value_name = "ADDR|off")]
+    listen: Option<String>,
+
+    /// Audit log: a file path (JSON lines, rotated by size), `-` for
+    /// stdout, or `off` (default: the config's `[daemon] audit_log`, else off).
+    #[arg(long, value_name = "PATH|-|off")]
+    audit_log: Option<String>,
+
+    /// Rotate the audit log past this many bytes.
+    #[arg(long, default_value_t = 64 << 20, value_name = "BYTES")]
+    audit_max_bytes: u64,
+
+    /// Rotated audit files to keep.
+    #[arg(long, default_value_t = 5, value_name = "N")]
+    audit_keep: u32,
+
+    /// The root-only control socket for `release`, or `off`.
+    #[arg(long, default_value = mcp_reaper::control::DEFAULT_SOCKET, value_name = "PATH|off")]
+    control_socket: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct ReleaseArgs {
+    /// The owner whose trees are over: a host PID, or PID:FD for the trees
+    /// whose stdio far end is that fd.
+    #[arg(
+        long,
+        value_name = "PID[:FD]",
+        conflicts_with = "session",
+        required_unless_present = "session"
+    )]
+    owner: Option<String>,
+    /// The session id the host passed to its servers' environment.
+    #[arg(long, value_name = "ID")]
+    session: Option<String>,
+    /// Show what would be reaped, reap nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// The daemon's control socket.
+    #[arg(long, default_value = mcp_reaper::control::DEFAULT_SOCKET, value_name = "PATH")]
+    socket: PathBuf,
+    /// Print the daemon's answer as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
@@ -141,6 +196,7 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
         .map_err(|e| format!("invalid --log-level {level:?}: {e}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match format {
         LogFormat::Human => builder.try_init(),
@@ -171,11 +227,86 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
         config: std::sync::Arc::new(config),
         ..AgentOptions::default()
     };
+    let listen = match args.listen.as_deref() {
+        None => opts.config.daemon.listen,
+        Some("off") => None,
+        Some(a) => Some(
+            a.parse()
+                .map_err(|e| anyhow::anyhow!("--listen {a:?}: {e}"))?,
+        ),
+    };
+    let audit_path = match args.audit_log.as_deref() {
+        None => opts
+            .config
+            .daemon
+            .audit_log
+            .clone()
+            .map(|p| p.display().to_string()),
+        Some(s) => Some(s.to_string()),
+    };
+    let audit = match audit_path.as_deref() {
+        None | Some("off") => None,
+        Some("-") => Some(mcp_reaper::audit::AuditTarget::Stdout),
+        Some(p) => Some(mcp_reaper::audit::AuditTarget::File {
+            path: PathBuf::from(p),
+            max_bytes: args.audit_max_bytes,
+            keep: args.audit_keep,
+        }),
+    };
+    let control_socket =
+        (args.control_socket != "off").then(|| PathBuf::from(&args.control_socket));
+    let services = daemon::Services {
+        listen,
+        audit,
+        control_socket,
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    rt.block_on(daemon::run(opts))
+    rt.block_on(daemon::run(opts, services))
+}
+
+fn release_cmd(args: &ReleaseArgs) -> ExitCode {
+    use mcp_reaper::control::{self, OwnerRef, ReleaseTarget, Request};
+    let target = match (&args.owner, &args.session) {
+        (Some(o), _) => match control::parse_owner(o) {
+            Ok((pid, fd)) => ReleaseTarget::Owner(OwnerRef { pid, fd }),
+            Err(e) => {
+                eprintln!("mcp-reaper: --owner {o:?}: {e}");
+                return ExitCode::from(control::EXIT_USAGE);
+            }
+        },
+        (None, Some(s)) => ReleaseTarget::Session(s.clone()),
+        (None, None) => {
+            eprintln!("mcp-reaper: give --owner or --session");
+            return ExitCode::from(control::EXIT_USAGE);
+        }
+    };
+    let req = Request::Release {
+        target,
+        dry_run: args.dry_run,
+    };
+    let res = control::request(&args.socket, &req, Duration::from_secs(5));
+    match &res {
+        Ok(r) if args.json => match serde_json::to_string_pretty(r) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("mcp-reaper: {e}"),
+        },
+        Ok(r) => {
+            if let Some(m) = &r.message {
+                println!("{m}");
+            }
+            for t in r.matched.iter().flatten() {
+                println!("  {} {} ({})", t.root.tgid, t.server, t.state);
+            }
+            if let Some(e) = &r.error {
+                eprintln!("mcp-reaper: {e}");
+            }
+        }
+        Err(e) => eprintln!("mcp-reaper: {e}"),
+    }
+    ExitCode::from(control::exit_code(&res))
 }
 
 /// Loads `--config` or the defaults; a bad file is exit 2 with every error.
@@ -251,6 +382,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Scan(args) => scan_cmd(&args),
         Command::Config(cmd) => config_cmd(&cmd),
+        Command::Release(args) => release_cmd(&args),
         Command::Run(args) => match load_config(args.config.as_deref()) {
             Err(code) => code,
             Ok(config) => match run(args, config) {

@@ -76,6 +76,8 @@ pub struct Supervisor {
     trees: HashMap<ProcKey, TreeRecord>,
     recheck: HashSet<ProcKey>,
     last_reconcile: Instant,
+    /// Trees that became orphaned since the last `take_detected`.
+    detected: Vec<(TreeRecord, Vec<ProcKey>)>,
     /// How often every tree is re-checked even without an event.
     pub reconcile_interval: Duration,
 }
@@ -102,6 +104,7 @@ impl Supervisor {
             trees: HashMap::new(),
             recheck: HashSet::new(),
             last_reconcile: Instant::now(),
+            detected: Vec::new(),
             reconcile_interval: Duration::from_secs(1),
         }
     }
@@ -368,8 +371,10 @@ impl Supervisor {
         let Some(rec) = self.trees.get_mut(&root) else {
             return false;
         };
+        let newly_orphaned =
+            state == TreeState::Orphaned && (rec.orphan_since.is_none() || rec.reason != reason);
         if state == TreeState::Orphaned {
-            if rec.orphan_since.is_none() || rec.reason != reason {
+            if newly_orphaned {
                 rec.orphan_since = Some(Instant::now());
             }
         } else {
@@ -387,7 +392,15 @@ impl Supervisor {
         }
         rec.state = state;
         rec.reason = reason;
+        if newly_orphaned {
+            self.detected.push((rec.clone(), members));
+        }
         true
+    }
+
+    /// Trees that became orphaned since the last call, with their members.
+    pub fn take_detected(&mut self) -> Vec<(TreeRecord, Vec<ProcKey>)> {
+        std::mem::take(&mut self.detected)
     }
 
     /// Marks `roots` orphaned by the owner's own word (`release`).
@@ -396,7 +409,8 @@ impl Supervisor {
             if let Some(rec) = self.trees.get_mut(r) {
                 rec.state = TreeState::Orphaned;
                 rec.reason = Some("session-ended".into());
-                rec.orphan_since.get_or_insert_with(Instant::now);
+                rec.orphan_since = Some(Instant::now());
+                self.detected.push((rec.clone(), Vec::new()));
             }
         }
     }
@@ -511,21 +525,30 @@ impl Supervisor {
         owner: Option<(u32, Option<u32>)>,
         session: Option<&str>,
     ) -> Vec<ProcKey> {
-        self.trees
-            .values()
-            .filter(|t| match (owner, session) {
-                (Some((pid, fd)), _) => {
-                    t.owner_fds
-                        .iter()
-                        .any(|o| o.pid == pid && fd.is_none_or(|f| f == o.fd))
-                        || (fd.is_none() && t.host.is_some_and(|h| h.tgid == pid))
-                }
-                (None, Some(s)) => t.session_id.as_deref() == Some(s),
-                (None, None) => false,
-            })
-            .map(|t| t.root)
-            .collect()
+        match_release(self.trees.values(), owner, session)
     }
+}
+
+/// Trees owned by `pid` (through `fd` when given; without an fd, the
+/// tree's host counts too), or whose session id is `session`.
+pub fn match_release<'a>(
+    trees: impl Iterator<Item = &'a TreeRecord>,
+    owner: Option<(u32, Option<u32>)>,
+    session: Option<&str>,
+) -> Vec<ProcKey> {
+    trees
+        .filter(|t| match (owner, session) {
+            (Some((pid, fd)), _) => {
+                t.owner_fds
+                    .iter()
+                    .any(|o| o.pid == pid && fd.is_none_or(|f| f == o.fd))
+                    || (fd.is_none() && t.host.is_some_and(|h| h.tgid == pid))
+            }
+            (None, Some(s)) => t.session_id.as_deref() == Some(s),
+            (None, None) => false,
+        })
+        .map(|t| t.root)
+        .collect()
 }
 
 #[cfg(test)]
