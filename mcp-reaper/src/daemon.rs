@@ -357,6 +357,11 @@ impl Agent {
         for (record, members) in self.supervisor.take_detected() {
             self.opts.reporter.orphan_detected(&record, &members, None);
         }
+        if let Some(m) = &self.opts.reporter.metrics {
+            for (host, server) in self.supervisor.take_respawns() {
+                m.respawn(&host, &server);
+            }
+        }
         for action in actions {
             match action.decision {
                 Decision::Enforce => self.start_reap(action),

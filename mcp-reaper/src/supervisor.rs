@@ -32,6 +32,10 @@ use crate::{
     trees::{self, OwnerFd, TreeState},
 };
 
+/// A tree of the same server started again by the same host within this
+/// window, after the previous one ended, counts as a respawn.
+pub const RESPAWN_WINDOW: Duration = Duration::from_secs(60);
+
 /// One MCP tree as the daemon knows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct TreeRecord {
@@ -78,6 +82,10 @@ pub struct Supervisor {
     last_reconcile: Instant,
     /// Trees that became orphaned since the last `take_detected`.
     detected: Vec<(TreeRecord, Vec<ProcKey>)>,
+    /// Recent tree starts per (host, server), to spot respawn loops.
+    starts: Vec<(Option<ProcKey>, String, Instant)>,
+    /// Respawns (host rule, server) since the last `take_respawns`.
+    respawns: Vec<(String, String)>,
     /// How often every tree is re-checked even without an event.
     pub reconcile_interval: Duration,
 }
@@ -105,6 +113,8 @@ impl Supervisor {
             recheck: HashSet::new(),
             last_reconcile: Instant::now(),
             detected: Vec::new(),
+            starts: Vec::new(),
+            respawns: Vec::new(),
             reconcile_interval: Duration::from_secs(1),
         }
     }
@@ -279,6 +289,23 @@ impl Supervisor {
             .collect();
         let session_id = trees::session_from_env(&self.proc_root, root.tgid, &session_vars);
         info!(root = %root, server = %server, host = ?parent.map(|p| p.tgid), "tree discovered");
+        // The same host starting the same server again within the window,
+        // after the previous one ended, is a respawn (a loop is alertable).
+        let now = Instant::now();
+        self.starts
+            .retain(|(_, _, t)| now.duration_since(*t) < RESPAWN_WINDOW);
+        let again = self.starts.iter().any(|(h, srv, _)| {
+            *h == parent
+                && *srv == server
+                && !self
+                    .trees
+                    .values()
+                    .any(|t| t.host == parent && t.server == server)
+        });
+        if again {
+            self.respawns.push((host_rule.clone(), server.clone()));
+        }
+        self.starts.push((parent, server.clone(), now));
         self.trees.insert(
             root,
             TreeRecord {
@@ -396,6 +423,11 @@ impl Supervisor {
             self.detected.push((rec.clone(), members));
         }
         true
+    }
+
+    /// (host rule, server) of respawns since the last call.
+    pub fn take_respawns(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.respawns)
     }
 
     /// Trees that became orphaned since the last call, with their members.
