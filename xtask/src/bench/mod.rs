@@ -6,6 +6,7 @@
 //! [`BenchArgs`]) and a `run(&Context, &Args) -> Result<Section>`, a variant
 //! of [`BenchName`], and an arm in [`run_one`].
 mod daemon;
+mod latency;
 mod report;
 mod scan;
 mod spawn_storm;
@@ -31,6 +32,8 @@ pub struct BenchArgs {
     spawn_storm: spawn_storm::Args,
     #[command(flatten)]
     scan: scan::Args,
+    #[command(flatten)]
+    latency: latency::Args,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,8 @@ enum BenchName {
     SpawnStorm,
     /// `mcp-reaper scan --json` vs a `ps aux | grep | wc -l` pipeline, 2000 extra processes.
     Scan,
+    /// Orphan detection and reap latency per tier (eBPF, poll), and a spawn storm with live trees.
+    Latency,
 }
 
 /// What every benchmark needs to know and to record.
@@ -108,6 +113,7 @@ fn run_one(ctx: &Context, args: &BenchArgs, name: BenchName) -> Result<Section> 
     match name {
         BenchName::SpawnStorm => spawn_storm::run(ctx, &args.spawn_storm),
         BenchName::Scan => scan::run(ctx, &args.scan),
+        BenchName::Latency => latency::run(ctx, &args.latency),
     }
 }
 

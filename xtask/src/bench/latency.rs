@@ -1,0 +1,653 @@
+//! Orphan detection and reap latency: how long after a host lets go of a
+//! server's stdio the daemon notices, and how long the reap itself takes.
+//!
+//! This process is the host. It starts fake servers (`bash -c '# mcp-fake-server
+//! ...'`, matched by a `[[server]]` rule) with stdin and stdout on one end of a
+//! socketpair and keeps the other end; once the daemon tracks every tree as
+//! live (asked through `mcp-reaper release --dry-run --owner <this pid>`), it
+//! closes its ends one at a time and reads the daemon's audit log:
+//! detection = `ts` of the tree's `orphan-detected` record minus the close
+//! time; reap = the `reap` record's `timings.reaped_ms`. Run once per tier
+//! (`--source ebpf`, `--source poll`). A spawn-storm variant then measures the
+//! fork/exec/exit cost with the daemon watching live trees. Every fake server
+//! (its whole process group) is killed and waited for on every exit path.
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, Result, bail};
+use rustix::process::{Pid, Signal, kill_process_group};
+
+use super::daemon::Daemon;
+use super::{Context, Section};
+
+const TITLE: &str = "Orphan detection and reap latency";
+/// bash stays the tree's root (it runs `sleep` as a child and then `exit`),
+/// so its command line keeps matching the rule for the tree's whole life.
+const SERVER_SCRIPT: &str = "# mcp-fake-server\nsleep 600; exit 0";
+const CONFIG: &str = r#"[[server]]
+name = "fake"
+cmdline = 'bash -c # mcp-fake-server(?s:.*)'
+
+[policy]
+grace = "0s"
+kill_after = "1s"
+"#;
+const TIERS: &[&str] = &["ebpf", "poll"];
+const BATCH: u32 = 20;
+const BATCH_PAUSE: Duration = Duration::from_millis(100);
+const SETTLE: Duration = Duration::from_secs(2);
+const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(120);
+/// After the last release: how long to wait for the last reap record.
+const REAP_TIMEOUT: Duration = Duration::from_secs(30);
+const STORM_PROGRAM: &str = "/bin/true";
+const TARGET_EBPF_P99_MS: f64 = 10.0;
+const TARGET_STORM_RATIO: f64 = 1.03;
+
+#[derive(clap::Args)]
+#[command(next_help_heading = "latency")]
+#[group(id = "latency_args")]
+pub struct Args {
+    /// Fake server trees released one by one per tier.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(1..))]
+    trees: u32,
+    /// Milliseconds between two releases.
+    #[arg(long, default_value_t = 50)]
+    release_gap_ms: u64,
+    /// Live trees the daemon watches during the latency spawn storm.
+    #[arg(long, default_value_t = 50)]
+    storm_live_trees: u32,
+    /// Spawns of /bin/true per latency spawn-storm round.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    storm_spawns: u32,
+    /// Latency spawn-storm rounds, alternating no daemon / daemon (at least 2).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    storm_rounds: u32,
+}
+
+/// A scratch directory, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Self> {
+        let dir =
+            std::env::temp_dir().join(format!("mcp-reaper-bench-latency-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct FakeServer {
+    child: Child,
+    /// This process's end of the server's stdio; `None` once released.
+    end: Option<UnixStream>,
+}
+
+/// Fake servers; dropping it kills every one's process group and waits.
+#[derive(Default)]
+struct Fleet {
+    servers: Vec<FakeServer>,
+}
+
+impl Fleet {
+    fn start(count: u32) -> Result<Self> {
+        let mut fleet = Self::default();
+        for i in 0..count {
+            let (ours, theirs) = UnixStream::pair().context("socketpair")?;
+            let theirs_out = theirs.try_clone().context("dup socket")?;
+            let child = Command::new("bash")
+                .args(["-c", SERVER_SCRIPT])
+                .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+                .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs_out)))
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .with_context(|| format!("start fake server {} of {count}", i + 1))?;
+            fleet.servers.push(FakeServer {
+                child,
+                end: Some(ours),
+            });
+            if (i + 1).is_multiple_of(BATCH) {
+                std::thread::sleep(BATCH_PAUSE);
+            }
+        }
+        Ok(fleet)
+    }
+
+    fn pids(&self) -> Vec<u32> {
+        self.servers.iter().map(|s| s.child.id()).collect()
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            s.end = None;
+            if let Some(pid) = Pid::from_raw(i32::try_from(s.child.id()).unwrap_or(0)) {
+                let _ = kill_process_group(pid, Signal::KILL);
+            }
+        }
+        for s in &mut self.servers {
+            let _ = s.child.wait();
+        }
+    }
+}
+
+fn daemon_args(source: &str, dir: &Path, audit: &str) -> Vec<String> {
+    let p = |name: &str| dir.join(name).display().to_string();
+    vec![
+        "run".into(),
+        "--source".into(),
+        source.into(),
+        "--config".into(),
+        p("config.toml"),
+        "--listen".into(),
+        "off".into(),
+        "--audit-log".into(),
+        audit.into(),
+        "--control-socket".into(),
+        p("c.sock"),
+    ]
+}
+
+fn start_daemon(ctx: &Context, source: &str, dir: &Path, audit: &str) -> Result<Daemon> {
+    let args = daemon_args(source, dir, audit);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    Daemon::start(&ctx.daemon_bin, &args)
+        .with_context(|| format!("start the daemon (--source {source})"))
+}
+
+/// How many of `pids` the daemon tracks as live trees owned by this process.
+fn tracked_live(ctx: &Context, socket: &Path, pids: &[u32]) -> Result<usize> {
+    let out = Command::new(&ctx.daemon_bin)
+        .args(["release", "--dry-run", "--owner"])
+        .arg(std::process::id().to_string())
+        .arg("--socket")
+        .arg(socket)
+        .stderr(Stdio::null())
+        .output()
+        .context("run `mcp-reaper release --dry-run`")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("  ") && l.trim_end().ends_with("(live)"))
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u32>().ok())
+        .filter(|p| pids.contains(p))
+        .count())
+}
+
+/// Waits `SETTLE`, then until the daemon tracks every one of `pids` live.
+fn wait_discovered(ctx: &Context, socket: &Path, pids: &[u32]) -> Result<Duration> {
+    let start = Instant::now();
+    std::thread::sleep(SETTLE);
+    let mut seen = 0;
+    while start.elapsed() < DISCOVERY_TIMEOUT {
+        seen = tracked_live(ctx, socket, pids)?;
+        if seen == pids.len() {
+            return Ok(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    bail!(
+        "the daemon tracked {seen} of {} fake servers as live after {} s",
+        pids.len(),
+        DISCOVERY_TIMEOUT.as_secs()
+    )
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// The value after `"key":`, up to the next `,` or `}`; strings unquoted.
+fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let pat = format!("\"{key}\":");
+    let rest = &line[line.find(&pat)? + pat.len()..];
+    if let Some(s) = rest.strip_prefix('"') {
+        return s.split('"').next();
+    }
+    rest.split([',', '}']).next()
+}
+
+/// `2024-05-01T12:34:56.789Z` to microseconds since the epoch.
+fn parse_ts_us(ts: &str) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
+    if ts.len() != 24 || !ts.ends_with('Z') {
+        return None;
+    }
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    // Days from civil (H. Hinnant).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((((days * 24 + hh) * 60 + mm) * 60 + ss) * 1_000_000 + ms * 1000)
+}
+
+#[derive(Default)]
+struct TreeResult {
+    detected_us: Option<i64>,
+    reaped_ms: Option<u64>,
+    outcome: Option<String>,
+    reason: Option<String>,
+}
+
+/// Per root pid: the first `orphan-detected` and the first `reap` record.
+fn read_audit(path: &Path) -> HashMap<u32, TreeResult> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let mut out: HashMap<u32, TreeResult> = HashMap::new();
+    for line in text.lines() {
+        let Some(root) = line
+            .find("\"root\":")
+            .and_then(|i| json_field(&line[i..], "tgid"))
+            .and_then(|t| t.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let entry = out.entry(root).or_default();
+        match json_field(line, "event") {
+            Some("orphan-detected") if entry.detected_us.is_none() => {
+                entry.detected_us = json_field(line, "ts").and_then(parse_ts_us);
+                entry.reason = json_field(line, "reason").map(str::to_owned);
+            }
+            Some("reap") if entry.reaped_ms.is_none() => {
+                entry.reaped_ms = json_field(line, "reaped_ms").and_then(|v| v.parse().ok());
+                entry.outcome = json_field(line, "outcome").map(str::to_owned);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+struct TierResult {
+    source: &'static str,
+    trees: usize,
+    discovery: Duration,
+    /// Detection latency per detected tree, in microseconds.
+    detect_us: Vec<i64>,
+    reap_ms: Vec<u64>,
+    reasons: Vec<(String, usize)>,
+    outcomes: Vec<(String, usize)>,
+}
+
+fn tally(items: impl Iterator<Item = String>) -> Vec<(String, usize)> {
+    let mut map: HashMap<String, usize> = HashMap::new();
+    for i in items {
+        *map.entry(i).or_default() += 1;
+    }
+    let mut v: Vec<_> = map.into_iter().collect();
+    v.sort();
+    v
+}
+
+fn run_tier(ctx: &Context, args: &Args, source: &'static str, dir: &Path) -> Result<TierResult> {
+    let audit = dir.join(format!("audit-{source}.jsonl"));
+    let _ = std::fs::remove_file(&audit);
+    let socket = dir.join("c.sock");
+    let daemon = start_daemon(ctx, source, dir, &audit.display().to_string())?;
+    let mut fleet = Fleet::start(args.trees)?;
+    let pids = fleet.pids();
+    let discovery = wait_discovered(ctx, &socket, &pids)?;
+    println!(
+        "latency ({source}): {} trees tracked live {:.1} s after the last spawn; releasing",
+        pids.len(),
+        discovery.as_secs_f64()
+    );
+    let gap = Duration::from_millis(args.release_gap_ms);
+    let mut closed_us = Vec::with_capacity(pids.len());
+    for s in &mut fleet.servers {
+        let end = s.end.take();
+        let t = now_us();
+        drop(end);
+        closed_us.push(t);
+        std::thread::sleep(gap);
+    }
+    let deadline = Instant::now() + REAP_TIMEOUT;
+    let mut results = read_audit(&audit);
+    while Instant::now() < deadline
+        && !pids
+            .iter()
+            .all(|p| results.get(p).is_some_and(|r| r.reaped_ms.is_some()))
+    {
+        std::thread::sleep(Duration::from_millis(200));
+        results = read_audit(&audit);
+    }
+    daemon.stop()?;
+    drop(fleet);
+    results = read_audit(&audit);
+    let mut detect_us = Vec::new();
+    let mut reap_ms = Vec::new();
+    for (pid, closed) in pids.iter().zip(&closed_us) {
+        if let Some(r) = results.get(pid) {
+            if let Some(d) = r.detected_us {
+                detect_us.push(d - closed);
+            }
+            if let Some(ms) = r.reaped_ms {
+                reap_ms.push(ms);
+            }
+        }
+    }
+    let ours = || pids.iter().filter_map(|p| results.get(p));
+    Ok(TierResult {
+        source,
+        trees: pids.len(),
+        discovery,
+        detect_us,
+        reap_ms,
+        reasons: tally(ours().filter_map(|r| r.reason.clone())),
+        outcomes: tally(ours().filter_map(|r| r.outcome.clone())),
+    })
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
+    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
+}
+
+fn storm(spawns: u32) -> Result<Duration> {
+    let start = Instant::now();
+    for _ in 0..spawns {
+        let status = Command::new(STORM_PROGRAM)
+            .status()
+            .with_context(|| format!("spawn {STORM_PROGRAM}"))?;
+        if !status.success() {
+            bail!("{STORM_PROGRAM} exited with {status}");
+        }
+    }
+    Ok(start.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Option<Duration> {
+    v.sort();
+    let n = v.len();
+    match n {
+        0 => None,
+        _ if n % 2 == 1 => v.get(n / 2).copied(),
+        _ => Some((*v.get(n / 2 - 1)? + *v.get(n / 2)?) / 2),
+    }
+}
+
+struct StormResult {
+    live: usize,
+    base: Vec<Duration>,
+    with: Vec<Duration>,
+}
+
+fn run_storm(ctx: &Context, args: &Args, dir: &Path) -> Result<StormResult> {
+    println!(
+        "latency storm: {} live trees, {} rounds of {} spawns",
+        args.storm_live_trees, args.storm_rounds, args.storm_spawns
+    );
+    let fleet = Fleet::start(args.storm_live_trees)?;
+    let pids = fleet.pids();
+    let socket = dir.join("c.sock");
+    storm(args.storm_spawns.min(500))?;
+    let (mut base, mut with) = (Vec::new(), Vec::new());
+    for i in 0..args.storm_rounds {
+        if i % 2 == 0 {
+            let wall = storm(args.storm_spawns)?;
+            println!(
+                "round {}/{} (no daemon): {:.3} s",
+                i + 1,
+                args.storm_rounds,
+                wall.as_secs_f64()
+            );
+            base.push(wall);
+        } else {
+            let daemon = start_daemon(ctx, "ebpf", dir, "off")?;
+            wait_discovered(ctx, &socket, &pids)?;
+            let wall = storm(args.storm_spawns)?;
+            let live = tracked_live(ctx, &socket, &pids)?;
+            daemon.stop()?;
+            if live != pids.len() {
+                bail!(
+                    "the daemon lost track of live trees during the storm: {live} of {}",
+                    pids.len()
+                );
+            }
+            println!(
+                "round {}/{} (daemon watching {live} trees): {:.3} s",
+                i + 1,
+                args.storm_rounds,
+                wall.as_secs_f64()
+            );
+            with.push(wall);
+        }
+    }
+    drop(fleet);
+    Ok(StormResult {
+        live: pids.len(),
+        base,
+        with,
+    })
+}
+
+pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
+    let scratch = Scratch::new()?;
+    let config = scratch.0.join("config.toml");
+    std::fs::write(&config, CONFIG).with_context(|| format!("write {}", config.display()))?;
+    let mut tiers = Vec::new();
+    for source in TIERS {
+        tiers.push(run_tier(ctx, args, source, &scratch.0)?);
+    }
+    let storm = run_storm(ctx, args, &scratch.0)?;
+    Ok(summarize(ctx, args, &tiers, &storm))
+}
+
+fn ms(us: i64) -> String {
+    format!("{:.1} ms", us as f64 / 1000.0)
+}
+
+fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResult) -> Section {
+    let mut body = ctx.header();
+    let _ = writeln!(
+        body,
+        "\nThis process is the host: per tier it starts the daemon (`mcp-reaper run --source <tier> \
+         --config <config> --listen off --audit-log <file> --control-socket <socket>`; the config has \
+         one `[[server]]` rule for the fake servers and `[policy] grace = \"0s\"`, `kill_after = \"1s\"`), \
+         then {} fake servers (`bash -c '# mcp-fake-server\\nsleep 600; exit 0'`: bash and a `sleep` \
+         child) with stdin and stdout on one end of a socketpair, keeping the other end. After every \
+         tree is tracked live (`mcp-reaper release --dry-run --owner <this pid>`), it closes its ends \
+         one at a time, {} ms apart, noting the wall-clock (CLOCK_REALTIME) time of each close.\n\n\
+         - **Detection** = `ts` of the tree's `orphan-detected` audit record minus the close time. \
+         Audit timestamps are truncated to the millisecond, so each value can read up to 1 ms low.\n\
+         - **Reap** = `timings.reaped_ms` of the tree's `reap` record: the reaper's own run, from its \
+         start (after detection, confirmation and the grace period) until every member's pidfd \
+         reported exit (SIGSTOP, SIGTERM + SIGCONT, waiting up to `kill_after`, then SIGKILL for \
+         survivors). Grace and detection are not in it.\n",
+        args.trees, args.release_gap_ms
+    );
+    body.push_str(
+        "| tier | trees | detected | reaped | detection p50 | p90 | p99 | max | reap p50 | p90 | p99 | max |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let mut missed = Vec::new();
+    let mut notes = String::new();
+    for t in tiers {
+        let mut d = t.detect_us.clone();
+        d.sort_unstable();
+        let mut r = t.reap_ms.clone();
+        r.sort_unstable();
+        let dp = |p| percentile(&d, p).map_or_else(|| "n/a".to_owned(), ms);
+        let rp = |p| percentile(&r, p).map_or_else(|| "n/a".to_owned(), |v| format!("{v} ms"));
+        let _ = writeln!(
+            body,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            t.source,
+            t.trees,
+            d.len(),
+            r.len(),
+            dp(50.0),
+            dp(90.0),
+            dp(99.0),
+            dp(100.0),
+            rp(50.0),
+            rp(90.0),
+            rp(99.0),
+            rp(100.0)
+        );
+        let list = |v: &[(String, usize)]| {
+            v.iter()
+                .map(|(k, n)| format!("`{k}` x{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let _ = writeln!(
+            notes,
+            "- {}: all trees tracked live {:.1} s after the last spawn; reasons {}; reap outcomes {}.",
+            t.source,
+            t.discovery.as_secs_f64(),
+            if t.reasons.is_empty() {
+                "none".to_owned()
+            } else {
+                list(&t.reasons)
+            },
+            if t.outcomes.is_empty() {
+                "none".to_owned()
+            } else {
+                list(&t.outcomes)
+            },
+        );
+        if d.len() < t.trees || r.len() < t.trees {
+            missed.push(format!(
+                "{}: {} of {} trees detected, {} reaped",
+                t.source,
+                d.len(),
+                t.trees,
+                r.len()
+            ));
+        }
+    }
+    body.push('\n');
+    body.push_str(&notes);
+
+    let ebpf_p99 = tiers
+        .iter()
+        .find(|t| t.source == "ebpf")
+        .and_then(|t| {
+            let mut d = t.detect_us.clone();
+            d.sort_unstable();
+            percentile(&d, 99.0)
+        })
+        .map(|us| us as f64 / 1000.0);
+    let base = median(storm.base.clone());
+    let with = median(storm.with.clone());
+    let ratio = base
+        .zip(with)
+        .map(|(b, w)| w.as_secs_f64() / b.as_secs_f64());
+    let each = |v: &[Duration]| {
+        v.iter()
+            .map(|d| format!("{:.3}", d.as_secs_f64()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let _ = writeln!(
+        body,
+        "\n### Spawn storm with live trees\n\n{} fake servers stay alive (not released) through {} \
+         rounds of {} sequential fork+exec+wait of `{STORM_PROGRAM}`, alternating no daemon and \
+         `mcp-reaper run --source ebpf` with the config above (started before the round and waited \
+         on until it tracks all {} trees live, stopped with SIGTERM after it).\n\n\
+         | configuration | rounds | median wall time | each round (s) |\n| --- | --- | --- | --- |\n\
+         | no daemon | {} | {} | {} |\n| daemon watching {} trees | {} | {} | {} |",
+        storm.live,
+        args.storm_rounds,
+        args.storm_spawns,
+        storm.live,
+        storm.base.len(),
+        base.map_or_else(|| "n/a".to_owned(), |d| format!("{:.3} s", d.as_secs_f64())),
+        each(&storm.base),
+        storm.live,
+        storm.with.len(),
+        with.map_or_else(|| "n/a".to_owned(), |d| format!("{:.3} s", d.as_secs_f64())),
+        each(&storm.with),
+    );
+
+    let verdict = |met: bool| if met { "met" } else { "**missed**" };
+    let p99_met = ebpf_p99.is_some_and(|v| v <= TARGET_EBPF_P99_MS);
+    let ratio_met = ratio.is_some_and(|r| r <= TARGET_STORM_RATIO);
+    let p99_text = ebpf_p99.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} ms"));
+    let ratio_text = ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}"));
+    if !p99_met {
+        missed.push(format!(
+            "eBPF p99 detection {p99_text} > {TARGET_EBPF_P99_MS:.0} ms"
+        ));
+    }
+    if !ratio_met {
+        missed.push(format!(
+            "spawn storm with {} live trees ratio {ratio_text} > {TARGET_STORM_RATIO:.2}",
+            storm.live
+        ));
+    }
+    let _ = writeln!(
+        body,
+        "\n### Targets\n\n| metric | result | target | |\n| --- | --- | --- | --- |\n\
+         | eBPF tier p99 detection | {p99_text} | <= {TARGET_EBPF_P99_MS:.0} ms | {} |\n\
+         | spawn storm wall time ratio, {} live trees (daemon / no daemon) | {ratio_text} | <= {TARGET_STORM_RATIO:.2} | {} |",
+        verdict(p99_met),
+        storm.live,
+        verdict(ratio_met),
+    );
+    if !missed.is_empty() {
+        let _ = writeln!(body, "\n**Target missed:** {}.", missed.join("; "));
+    }
+    Section {
+        title: TITLE.to_owned(),
+        body,
+        missed_targets: missed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_audit_lines() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let path = dir.path().join("a.jsonl");
+        let lines = "{\"ts\":\"2026-11-25T18:00:00.123Z\",\"id\":\"x-1\",\"event\":\"orphan-detected\",\"tree\":{\"root\":{\"tgid\":42,\"start_ticks\":7},\"server\":\"fake\"},\"reason\":\"peer-released\"}\n\
+                     {\"ts\":\"2026-11-25T18:00:00.200Z\",\"id\":\"x-2\",\"event\":\"reap\",\"tree\":{\"root\":{\"tgid\":42,\"start_ticks\":7}},\"outcome\":\"Terminated\",\"timings\":{\"reaped_ms\":12}}\n\
+                     {\"ts\":\"2026-11-25T18:00:00.200Z\",\"id\":\"x-3\",\"event\":\"startup\",\"why\":\"\"}\n";
+        std::fs::write(&path, lines).unwrap_or_else(|e| panic!("{e}"));
+        let r = read_audit(&path);
+        let t = r.get(&42).unwrap_or_else(|| panic!("root 42 missing"));
+        assert_eq!(t.reaped_ms, Some(12));
+        assert_eq!(t.outcome.as_deref(), Some("Terminated"));
+        assert_eq!(t.reason.as_deref(), Some("peer-released"));
+        assert_eq!(
+            t.detected_us,
+            Some(1_795_564_800_000_000 + 18 * 3_600_000_000 + 123_000)
+        );
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<i64> = (1..=200).collect();
+        assert_eq!(percentile(&v, 50.0), Some(100));
+        assert_eq!(percentile(&v, 99.0), Some(198));
+        assert_eq!(percentile(&v, 100.0), Some(200));
+        assert_eq!(percentile::<i64>(&[], 50.0), None);
+    }
+}
