@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::{BufRead as _, BufReader, Write as _},
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -161,16 +161,12 @@ fn stubborn_tree_is_killed_and_its_identical_sibling_survives() {
     for k in &members {
         assert!(!alive(*k), "member {k} survived");
     }
-    let stubborn: Vec<_> = report
-        .members
-        .iter()
-        .filter(|m| m.signals.contains(&"SIGKILL"))
-        .collect();
-    assert_eq!(
-        stubborn.len(),
-        2,
-        "the TERM-ignoring sh and its sleep need SIGKILL"
-    );
+    // The TERM-ignoring sh and its sleep (which inherits the ignored TERM)
+    // needed SIGKILL.
+    for k in members.iter().filter(|k| **k != t_root) {
+        let m = report.members.iter().find(|m| m.key == *k).unwrap();
+        assert!(m.signals.contains(&"SIGKILL"), "{k}: {:?}", m.signals);
+    }
     assert!(
         report
             .members
@@ -199,12 +195,20 @@ fn setsid_double_fork_escapee_is_reaped() {
     let host_key = key_of(host.id());
     let mut stdin = host.stdin.take().unwrap();
     writeln!(stdin, "go").unwrap();
-    let mut pids = std::collections::HashMap::new();
-    for line in BufReader::new(host.stdout.take().unwrap()).lines() {
-        let line = line.unwrap();
-        if line == "done" {
-            break;
+    // Read on a thread: a stuck shape fails the test instead of hanging it.
+    // Processes of the shape report themselves, possibly after `done`.
+    let stdout = BufReader::new(host.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
         }
+    });
+    let mut pids = std::collections::HashMap::new();
+    while !(pids.contains_key("done") && pids.contains_key("escapee")) {
+        let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         let (role, pid) = line.split_once(' ').unwrap();
         pids.insert(role.to_owned(), pid.parse::<u32>().unwrap());
     }
@@ -225,7 +229,7 @@ fn setsid_double_fork_escapee_is_reaped() {
 
     let report = reap(&ReapPlan {
         never: vec![host_key],
-        ..plan(root, vec![root, escapee], 300)
+        ..plan(root, vec![root, escapee], 2000)
     });
 
     assert_eq!(report.outcome, Outcome::Terminated);
@@ -253,7 +257,6 @@ fn tree_forking_in_a_tight_loop_is_reaped_completely() {
         markers: vec![MARK.to_vec()],
     };
     assert!(wait_until(Duration::from_secs(5), || tree(root).len() > 20));
-    std::thread::sleep(Duration::from_millis(200));
     let members = tree(root);
 
     let report = reap(&plan(root, members.clone(), 1000));
@@ -300,7 +303,7 @@ fn wrong_start_time_never_reaches_the_process_holding_the_pid() {
     let stale_newer = ProcKey::new(other_key.tgid, other_key.start_ticks + 1);
     let stale_older = ProcKey::new(other_key.tgid, root.start_ticks - 1);
 
-    let report = reap(&plan(root, vec![root, stale_newer, stale_older], 300));
+    let report = reap(&plan(root, vec![root, stale_newer, stale_older], 2000));
 
     assert_eq!(report.outcome, Outcome::Terminated);
     assert!(!alive(root));
