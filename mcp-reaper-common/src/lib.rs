@@ -18,7 +18,44 @@ pub mod kind {
     pub const FORK: u32 = 2;
     /// The last thread of a watched process exited.
     pub const EXIT: u32 = 3;
+    /// A watched host closed a stdio-shaped file (a `CloseEvent`).
+    pub const CLOSE: u32 = 4;
 }
+
+/// Values of [`CloseEvent::file_kind`].
+pub mod close_kind {
+    /// An AF_UNIX socket (`inode` is its socket inode, `peer_inode` its
+    /// peer's, 0 when the peer is already gone).
+    pub const UNIX_SOCKET: u32 = 1;
+    /// A pipe end (`inode` is the pipe's inode; `peer_inode` is 0).
+    pub const PIPE: u32 = 2;
+    /// `close_range(first_fd, last_fd)`: the files are not read in the
+    /// kernel; userspace rechecks the host's trees.
+    pub const RANGE: u32 = 3;
+}
+
+/// Bits of [`CloseEvent::flags`].
+pub mod close_flag {
+    /// This close drops the file's last reference (nobody else, not even a
+    /// forked child, holds it): the far end sees EOF/HUP now.
+    pub const LAST_REF: u32 = 1 << 0;
+    /// The file was opened for writing (for a pipe: the write end).
+    pub const WRITE_END: u32 = 1 << 1;
+    /// The close is implicit: `dup2`/`dup3` onto an open descriptor.
+    pub const VIA_DUP: u32 = 1 << 2;
+}
+
+/// uapi `CLOSE_RANGE_CLOEXEC`: close_range only marks the range
+/// close-on-exec (nothing closes until an exec, which EXEC reports).
+pub const CLOSE_RANGE_CLOEXEC: u32 = 1 << 2;
+/// uapi `AF_UNIX`.
+pub const AF_UNIX: u16 = 1;
+/// Kernel `FMODE_WRITE` (`fmode_t` bit, unchanged since 2.6).
+pub const FMODE_WRITE: u32 = 1 << 1;
+/// `S_IFMT` and the two file types the close program reports.
+pub const S_IFMT: u16 = 0o170_000;
+pub const S_IFSOCK: u16 = 0o140_000;
+pub const S_IFIFO: u16 = 0o010_000;
 
 /// Values of [`WatchEntry::flags`].
 pub mod watch {
@@ -73,6 +110,40 @@ pub struct ProcEvent {
     pub comm: [u8; COMM_LEN],
 }
 
+/// A watched host closed (or `dup2`/`dup3`-replaced, or `close_range`d)
+/// a descriptor: a record of kind `kind::CLOSE`. Only AF_UNIX sockets and
+/// pipes are reported, and only for processes whose watch entry has
+/// `watch::HOST`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CloseEvent {
+    /// `kind::CLOSE`.
+    pub kind: u32,
+    /// The closing process.
+    pub tgid: u32,
+    /// Its start time (`start_boottime` of its thread-group leader), ns.
+    pub start_ns: u64,
+    /// Boot-time clock when the event was recorded, ns.
+    pub ktime_ns: u64,
+    /// Inode of the closed file (socket inode or pipe inode); 0 for RANGE.
+    pub inode: u64,
+    /// For a UNIX socket: the peer socket's inode (0 when it has none).
+    pub peer_inode: u64,
+    /// The descriptor closed (the first one, for RANGE).
+    pub first_fd: u32,
+    /// Equal to `first_fd`, except for RANGE (may be `u32::MAX`).
+    pub last_fd: u32,
+    /// One of `close_kind::*`.
+    pub file_kind: u32,
+    /// `close_flag::*` bits.
+    pub flags: u32,
+    /// For a pipe: readers (read end) or writers (write end) of the pipe
+    /// before this close, this one included. 0 otherwise.
+    pub pipe_ends: u32,
+    /// Explicit padding (always 0).
+    pub _pad: u32,
+}
+
 /// Byte offsets of the kernel structure fields the programs read, resolved
 /// by userspace from the running kernel's BTF and handed over as the global
 /// `OFFSETS` before load. No offset is ever compiled in.
@@ -97,6 +168,83 @@ pub struct TaskOffsets {
     pub valid: u32,
 }
 
+/// Byte offsets for the close program (`tp_btf/sys_enter`), resolved from
+/// BTF by userspace and handed over as the global `FILE_OFFSETS`. When any
+/// is missing `valid` stays 0 and the close program is not loaded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FileOffsets {
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds` (u32)
+    pub fdt_max_fds: u32,
+    /// `fdtable.fd` (`struct file **`)
+    pub fdt_fd: u32,
+    /// `file.f_ref.refcnt.counter` (6.13+), or `file.f_count.counter` (i64)
+    pub file_ref: u32,
+    /// The count value that means "one reference": 0 for `f_ref`
+    /// (file_ref_t stores refs - 1), 1 for the older `f_count`.
+    pub ref_one: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.f_mode` (u32)
+    pub file_mode: u32,
+    /// `file.private_data` (the `struct socket *` of a socket file)
+    pub file_private: u32,
+    /// `inode.i_mode` (u16)
+    pub inode_mode: u32,
+    /// `inode.i_ino` (u64)
+    pub inode_ino: u32,
+    /// `inode.i_pipe`
+    pub inode_pipe: u32,
+    /// `pipe_inode_info.readers` (u32)
+    pub pipe_readers: u32,
+    /// `pipe_inode_info.writers` (u32)
+    pub pipe_writers: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family` (u16)
+    pub sock_family: u32,
+    /// `sock.sk_ino` (u64; 6.18+), or `u32::MAX` when the kernel lacks it
+    /// and the inode is reached through `sk_socket` instead.
+    pub sock_ino: u32,
+    /// `sock.sk_socket`
+    pub sock_socket: u32,
+    /// `socket_alloc.vfs_inode` minus `socket_alloc.socket`: from a
+    /// `struct socket *` to its inode (SOCK_INODE).
+    pub socket_to_inode: u32,
+    /// `unix_sock.peer`
+    pub unix_peer: u32,
+    /// Offsets in `struct pt_regs` of syscall arguments 0, 1 and 2.
+    pub regs_arg: [u32; 3],
+    /// Non-zero once userspace has filled this structure in.
+    pub valid: u32,
+}
+
+/// Syscall numbers the close program reacts to (global `CLOSE_SYSCALLS`),
+/// from userspace's `libc::SYS_*`; `u32::MAX` where the architecture lacks
+/// one (aarch64 has no dup2). All `u32::MAX` (the default) means none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CloseSyscalls {
+    pub close: u32,
+    pub close_range: u32,
+    pub dup2: u32,
+    pub dup3: u32,
+}
+
+impl CloseSyscalls {
+    /// Matches no syscall.
+    pub const NONE: Self = Self {
+        close: u32::MAX,
+        close_range: u32::MAX,
+        dup2: u32::MAX,
+        dup3: u32::MAX,
+    };
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Records dropped because the ring buffer was full.
@@ -114,11 +262,14 @@ pub const WAKEUP_THRESHOLD_BYTES: u64 = 64 * 1024;
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all three are repr(C), contain only integers and byte arrays,
+    // SAFETY: all of them are repr(C), contain only integers and byte arrays,
     // and have no implicit padding (checked by the size tests below).
     unsafe impl aya::Pod for super::WatchEntry {}
     unsafe impl aya::Pod for super::ProcEvent {}
     unsafe impl aya::Pod for super::TaskOffsets {}
+    unsafe impl aya::Pod for super::CloseEvent {}
+    unsafe impl aya::Pod for super::FileOffsets {}
+    unsafe impl aya::Pod for super::CloseSyscalls {}
 }
 
 #[cfg(test)]
@@ -134,5 +285,8 @@ mod tests {
             4 + 4 + 8 + 4 + 4 + 8 + 8 + size_of::<WatchEntry>() + COMM_LEN
         );
         assert_eq!(size_of::<TaskOffsets>(), 8 * 4);
+        assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 4 + 6 * 4);
+        assert_eq!(size_of::<CloseEvent>() % 8, 0);
+        assert_eq!(size_of::<FileOffsets>(), 24 * 4);
     }
 }

@@ -1,4 +1,4 @@
-//! Submission of `ProcEvent` records to the ring buffer.
+//! Submission of `ProcEvent` and `CloseEvent` records to the ring buffer.
 //!
 //! Owns: the wake-up policy. Records are submitted without waking the reader
 //! unless the buffer holds more than `WAKEUP_THRESHOLD_BYTES`; userspace
@@ -7,7 +7,7 @@
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
 use aya_ebpf::helpers::generated::bpf_ktime_get_boot_ns;
-use mcp_reaper_common::{ProcEvent, WAKEUP_THRESHOLD_BYTES, counter};
+use mcp_reaper_common::{CloseEvent, ProcEvent, WAKEUP_THRESHOLD_BYTES, counter};
 
 use crate::maps::{EVENTS, count};
 
@@ -25,10 +25,32 @@ pub fn emit(fill: impl FnOnce(&mut ProcEvent)) {
     };
     fill(&mut ev);
     entry.write(ev);
+    entry.submit(wake_flags());
+}
+
+/// Reserves, fills through `fill`, and submits one close record.
+#[inline(always)]
+pub fn emit_close(fill: impl FnOnce(&mut CloseEvent)) {
+    let Some(mut entry) = EVENTS.reserve::<CloseEvent>(0) else {
+        count(counter::LOST);
+        return;
+    };
+    let mut ev = CloseEvent {
+        // SAFETY: helper without preconditions.
+        ktime_ns: unsafe { bpf_ktime_get_boot_ns() },
+        ..CloseEvent::default()
+    };
+    fill(&mut ev);
+    entry.write(ev);
+    entry.submit(wake_flags());
+}
+
+#[inline(always)]
+fn wake_flags() -> u64 {
     let flags = if EVENTS.query(BPF_RB_AVAIL_DATA as u64) > WAKEUP_THRESHOLD_BYTES {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
     };
-    entry.submit(flags as u64);
+    flags as u64
 }

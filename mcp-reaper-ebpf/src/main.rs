@@ -3,16 +3,19 @@
 //! Owns: the tracepoint programs that report process lifecycle events and
 //! keep fork lineage of watched processes in the kernel. Each program is in
 //! its own module and stays thin; shared state (maps, globals, task field
-//! reads) lives in `maps` and `task`.
+//! reads) lives in `maps`, `task` and `files`.
 //!
 //! Must never: block, loop unbounded, trust a compiled-in kernel struct
-//! offset (they come from userspace via `OFFSETS`), or send any signal.
+//! offset (they come from userspace via `OFFSETS` and `FILE_OFFSETS`), or
+//! send any signal.
 #![no_std]
 #![no_main]
 
+mod close;
 mod events;
 mod exec;
 mod exit;
+mod files;
 mod fork;
 mod maps;
 mod task;

@@ -1,7 +1,8 @@
 //! Maps and globals shared by every program.
 //!
 //! Owns: the ring buffer of events, the watch map (tgid -> tree), the per-CPU
-//! counters and the `OFFSETS` global that userspace fills in before load.
+//! counters and the `OFFSETS`, `FILE_OFFSETS` and `CLOSE_SYSCALLS` globals
+//! that userspace fills in before load.
 //! Must never: hold per-event state across calls beyond these maps.
 
 use aya_ebpf::{
@@ -9,7 +10,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use mcp_reaper_common::{TaskOffsets, WatchEntry, counter};
+use mcp_reaper_common::{CloseSyscalls, FileOffsets, TaskOffsets, WatchEntry, counter};
 
 /// Events to userspace. Sized by userspace at load (`set_max_entries`); this
 /// is the default.
@@ -37,6 +38,38 @@ pub static OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
     task_exit_code: 0,
     valid: 0,
 });
+
+/// Offsets for the close program, resolved from BTF by userspace. `valid`
+/// stays 0 (and the close program is not loaded) when any is missing.
+#[unsafe(no_mangle)]
+pub static FILE_OFFSETS: Global<FileOffsets> = Global::new(FileOffsets {
+    task_files: 0,
+    files_fdt: 0,
+    fdt_max_fds: 0,
+    fdt_fd: 0,
+    file_ref: 0,
+    ref_one: 0,
+    file_inode: 0,
+    file_mode: 0,
+    file_private: 0,
+    inode_mode: 0,
+    inode_ino: 0,
+    inode_pipe: 0,
+    pipe_readers: 0,
+    pipe_writers: 0,
+    socket_sk: 0,
+    sock_family: 0,
+    sock_ino: 0,
+    sock_socket: 0,
+    socket_to_inode: 0,
+    unix_peer: 0,
+    regs_arg: [0; 3],
+    valid: 0,
+});
+
+/// Syscall numbers the close program reacts to, from userspace's libc.
+#[unsafe(no_mangle)]
+pub static CLOSE_SYSCALLS: Global<CloseSyscalls> = Global::new(CloseSyscalls::NONE);
 
 /// Adds one to a counter slot.
 #[inline(always)]

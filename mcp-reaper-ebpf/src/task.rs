@@ -11,13 +11,20 @@ use mcp_reaper_common::{COMM_LEN, TaskOffsets};
 pub struct Task(pub *const u8);
 
 #[inline(always)]
-fn read<T>(base: *const u8, offset: u32) -> Result<T, i32> {
+pub fn read<T>(base: *const u8, offset: u32) -> Result<T, i32> {
     // SAFETY: bpf_probe_read_kernel validates the address; a bad pointer is
     // an error, not a fault.
     unsafe { bpf_probe_read_kernel(base.wrapping_add(offset as usize) as *const T) }
 }
 
 impl Task {
+    /// The calling task (`current`).
+    #[inline(always)]
+    pub fn current() -> Task {
+        // SAFETY: helper without preconditions.
+        Task(unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() } as *const u8)
+    }
+
     #[inline(always)]
     pub fn pid(self, o: &TaskOffsets) -> Result<u32, i32> {
         read::<i32>(self.0, o.task_pid).map(|v| v as u32)

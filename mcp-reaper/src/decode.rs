@@ -4,9 +4,11 @@
 //! size and kind checks. Must never: transmute, trust a length or a kind,
 //! or panic on any input; a bad record is an error the caller counts.
 
-use mcp_reaper_common::{COMM_LEN, ProcEvent, WatchEntry, kind, watch};
+use mcp_reaper_common::{
+    COMM_LEN, CloseEvent, ProcEvent, WatchEntry, close_flag, close_kind, kind, watch,
+};
 
-use crate::event::{ProcessEvent, Watch};
+use crate::event::{CloseKind, ProcessEvent, Watch};
 use crate::identity::ProcKey;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -19,6 +21,10 @@ pub enum DecodeError {
     UnknownKind(u32),
     #[error("record for pid 0")]
     ZeroPid,
+    #[error("close record of unknown file kind {0}")]
+    UnknownCloseKind(u32),
+    #[error("close_range record with first fd {first} > last fd {last}")]
+    BadRange { first: u32, last: u32 },
 }
 
 /// The record kinds userspace understands.
@@ -27,6 +33,19 @@ pub enum RecordKind {
     Exec,
     Fork,
     Exit,
+    Close,
+}
+
+impl RecordKind {
+    /// The exact size of a record of this kind. The ring buffer rounds
+    /// records up to 8 bytes; every record type is a multiple of 8, so
+    /// anything but this size is a layout mismatch.
+    pub fn size(self) -> usize {
+        match self {
+            Self::Exec | Self::Fork | Self::Exit => size_of::<ProcEvent>(),
+            Self::Close => size_of::<CloseEvent>(),
+        }
+    }
 }
 
 impl TryFrom<u32> for RecordKind {
@@ -36,6 +55,7 @@ impl TryFrom<u32> for RecordKind {
             kind::EXEC => Ok(Self::Exec),
             kind::FORK => Ok(Self::Fork),
             kind::EXIT => Ok(Self::Exit),
+            kind::CLOSE => Ok(Self::Close),
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -78,6 +98,60 @@ fn read_proc_event(b: &[u8]) -> ProcEvent {
     }
 }
 
+/// Reads a `CloseEvent` field by field from exactly
+/// `size_of::<CloseEvent>()` bytes.
+fn read_close_event(b: &[u8]) -> CloseEvent {
+    use std::mem::offset_of;
+    CloseEvent {
+        kind: u32_at(b, offset_of!(CloseEvent, kind)),
+        tgid: u32_at(b, offset_of!(CloseEvent, tgid)),
+        start_ns: u64_at(b, offset_of!(CloseEvent, start_ns)),
+        ktime_ns: u64_at(b, offset_of!(CloseEvent, ktime_ns)),
+        inode: u64_at(b, offset_of!(CloseEvent, inode)),
+        peer_inode: u64_at(b, offset_of!(CloseEvent, peer_inode)),
+        first_fd: u32_at(b, offset_of!(CloseEvent, first_fd)),
+        last_fd: u32_at(b, offset_of!(CloseEvent, last_fd)),
+        file_kind: u32_at(b, offset_of!(CloseEvent, file_kind)),
+        flags: u32_at(b, offset_of!(CloseEvent, flags)),
+        pipe_ends: u32_at(b, offset_of!(CloseEvent, pipe_ends)),
+        _pad: 0,
+    }
+}
+
+fn decode_close(b: &[u8]) -> Result<ProcessEvent, DecodeError> {
+    let ev = read_close_event(b);
+    if ev.tgid == 0 {
+        return Err(DecodeError::ZeroPid);
+    }
+    let kind = match ev.file_kind {
+        close_kind::UNIX_SOCKET => CloseKind::UnixSocket,
+        close_kind::PIPE => CloseKind::Pipe {
+            write_end: ev.flags & close_flag::WRITE_END != 0,
+            ends: ev.pipe_ends,
+        },
+        close_kind::RANGE if ev.first_fd <= ev.last_fd => CloseKind::Range {
+            last_fd: ev.last_fd,
+        },
+        close_kind::RANGE => {
+            return Err(DecodeError::BadRange {
+                first: ev.first_fd,
+                last: ev.last_fd,
+            });
+        }
+        other => return Err(DecodeError::UnknownCloseKind(other)),
+    };
+    Ok(ProcessEvent::Close {
+        key: ProcKey::from_kernel(ev.tgid, ev.start_ns),
+        fd: ev.first_fd,
+        inode: ev.inode,
+        peer_inode: ev.peer_inode,
+        kind,
+        last_ref: ev.flags & close_flag::LAST_REF != 0,
+        via_dup: ev.flags & close_flag::VIA_DUP != 0,
+        ktime_ns: ev.ktime_ns,
+    })
+}
+
 /// A comm as text: up to the first NUL, invalid UTF-8 replaced.
 pub fn comm_to_string(comm: &[u8]) -> String {
     let end = comm.iter().position(|&c| c == 0).unwrap_or(comm.len());
@@ -103,15 +177,16 @@ pub fn decode(record: &[u8]) -> Result<ProcessEvent, DecodeError> {
     }
     let raw_kind = u32_at(record, 0);
     let kind = RecordKind::try_from(raw_kind)?;
-    let need = size_of::<ProcEvent>();
-    // The ring buffer rounds records up to 8 bytes; ProcEvent is a multiple
-    // of 8, so anything but an exact size is a layout mismatch.
+    let need = kind.size();
     if record.len() != need {
         return Err(DecodeError::WrongSize {
             kind: raw_kind,
             got: record.len(),
             need,
         });
+    }
+    if kind == RecordKind::Close {
+        return decode_close(record);
     }
     let ev = read_proc_event(record);
     if ev.tgid == 0 {
@@ -142,6 +217,8 @@ pub fn decode(record: &[u8]) -> Result<ProcessEvent, DecodeError> {
             watch,
             ktime_ns: ev.ktime_ns,
         },
+        // Handled above (its layout differs); kept total without a panic.
+        RecordKind::Close => return decode_close(record),
     })
 }
 
@@ -266,6 +343,163 @@ mod tests {
                 assert_eq!(watch.root, None);
             }
             other => panic!("expected fork, got {other:?}"),
+        }
+    }
+
+    fn close_bytes(ev: &CloseEvent) -> Vec<u8> {
+        let mut v = Vec::new();
+        v.extend(ev.kind.to_ne_bytes());
+        v.extend(ev.tgid.to_ne_bytes());
+        v.extend(ev.start_ns.to_ne_bytes());
+        v.extend(ev.ktime_ns.to_ne_bytes());
+        v.extend(ev.inode.to_ne_bytes());
+        v.extend(ev.peer_inode.to_ne_bytes());
+        v.extend(ev.first_fd.to_ne_bytes());
+        v.extend(ev.last_fd.to_ne_bytes());
+        v.extend(ev.file_kind.to_ne_bytes());
+        v.extend(ev.flags.to_ne_bytes());
+        v.extend(ev.pipe_ends.to_ne_bytes());
+        v.extend(ev._pad.to_ne_bytes());
+        v
+    }
+
+    fn close_event() -> CloseEvent {
+        CloseEvent {
+            kind: kind::CLOSE,
+            tgid: 777,
+            start_ns: 3_000_000_000,
+            ktime_ns: 9_000_000_000,
+            inode: 123_456,
+            peer_inode: 123_457,
+            first_fd: 5,
+            last_fd: 5,
+            file_kind: close_kind::UNIX_SOCKET,
+            flags: close_flag::LAST_REF | close_flag::WRITE_END,
+            pipe_ends: 0,
+            _pad: 0,
+        }
+    }
+
+    #[test]
+    fn decodes_socket_pipe_and_range_closes() {
+        assert_eq!(
+            decode(&close_bytes(&close_event())).unwrap(),
+            ProcessEvent::Close {
+                key: ProcKey::new(777, 300),
+                fd: 5,
+                inode: 123_456,
+                peer_inode: 123_457,
+                kind: CloseKind::UnixSocket,
+                last_ref: true,
+                via_dup: false,
+                ktime_ns: 9_000_000_000,
+            }
+        );
+        let mut pipe = close_event();
+        pipe.file_kind = close_kind::PIPE;
+        pipe.peer_inode = 0;
+        pipe.flags = close_flag::WRITE_END | close_flag::VIA_DUP;
+        pipe.pipe_ends = 2;
+        match decode(&close_bytes(&pipe)).unwrap() {
+            ProcessEvent::Close {
+                kind,
+                last_ref,
+                via_dup,
+                ..
+            } => {
+                assert_eq!(
+                    kind,
+                    CloseKind::Pipe {
+                        write_end: true,
+                        ends: 2
+                    }
+                );
+                assert!(!last_ref);
+                assert!(via_dup);
+            }
+            other => panic!("expected close, got {other:?}"),
+        }
+        let mut range = close_event();
+        range.file_kind = close_kind::RANGE;
+        range.first_fd = 3;
+        range.last_fd = u32::MAX;
+        match decode(&close_bytes(&range)).unwrap() {
+            ProcessEvent::Close { fd, kind, .. } => {
+                assert_eq!(fd, 3);
+                assert_eq!(kind, CloseKind::Range { last_fd: u32::MAX });
+            }
+            other => panic!("expected close, got {other:?}"),
+        }
+        assert_eq!(
+            decode(&close_bytes(&range)).unwrap().key(),
+            ProcKey::new(777, 300)
+        );
+    }
+
+    #[test]
+    fn close_records_are_size_and_content_checked() {
+        let good = close_bytes(&close_event());
+        assert_eq!(good.len(), size_of::<CloseEvent>());
+        assert!(matches!(
+            decode(&good[..good.len() - 8]),
+            Err(DecodeError::WrongSize {
+                kind: kind::CLOSE,
+                ..
+            })
+        ));
+        let mut big = good.clone();
+        big.extend([0u8; 8]);
+        assert!(matches!(decode(&big), Err(DecodeError::WrongSize { .. })));
+        // A close-kind header on a process-record-sized body, and the reverse.
+        let mut as_proc = bytes_of(&fork_event());
+        as_proc[..4].copy_from_slice(&kind::CLOSE.to_ne_bytes());
+        assert!(matches!(
+            decode(&as_proc),
+            Err(DecodeError::WrongSize { .. })
+        ));
+        let mut as_close = good.clone();
+        as_close[..4].copy_from_slice(&kind::FORK.to_ne_bytes());
+        assert!(matches!(
+            decode(&as_close),
+            Err(DecodeError::WrongSize { .. })
+        ));
+        let mut ev = close_event();
+        ev.file_kind = 9;
+        assert_eq!(
+            decode(&close_bytes(&ev)),
+            Err(DecodeError::UnknownCloseKind(9))
+        );
+        let mut ev = close_event();
+        ev.tgid = 0;
+        assert_eq!(decode(&close_bytes(&ev)), Err(DecodeError::ZeroPid));
+        let mut ev = close_event();
+        ev.file_kind = close_kind::RANGE;
+        ev.first_fd = 10;
+        ev.last_fd = 2;
+        assert!(matches!(
+            decode(&close_bytes(&ev)),
+            Err(DecodeError::BadRange { .. })
+        ));
+    }
+
+    #[test]
+    fn close_garbage_never_panics() {
+        let mut x: u64 = 0xD1B5_4A32_D192_ED03;
+        for len in 0..(2 * size_of::<CloseEvent>()) {
+            for _ in 0..4 {
+                let mut buf: Vec<u8> = (0..len)
+                    .map(|_| {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        (x & 0xff) as u8
+                    })
+                    .collect();
+                if buf.len() >= 4 {
+                    buf[..4].copy_from_slice(&kind::CLOSE.to_ne_bytes());
+                }
+                let _ = decode(&buf);
+            }
         }
     }
 }

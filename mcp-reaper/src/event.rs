@@ -14,6 +14,19 @@ pub struct Watch {
     pub host: bool,
 }
 
+/// What a host's close released (see `ProcessEvent::Close`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseKind {
+    /// An AF_UNIX socket; `peer_inode` is its peer's inode (0: no peer).
+    UnixSocket,
+    /// A pipe end. `ends`: readers (read end) or writers (write end) of the
+    /// pipe before this close, this one included.
+    Pipe { write_end: bool, ends: u32 },
+    /// `close_range(fd, last_fd)`: the files were not inspected, so every
+    /// tree of the host needs a recheck.
+    Range { last_fd: u32 },
+}
+
 /// One change to the process table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ProcessEvent {
@@ -41,13 +54,33 @@ pub enum ProcessEvent {
         watch: Watch,
         ktime_ns: u64,
     },
+    /// A watched host (`key`) is closing `fd` (eBPF close tier only): by
+    /// close, by dup2/dup3 onto it, or a close_range. Not a process-table
+    /// change: the tracker ignores it; the supervisor rechecks the host's
+    /// trees.
+    Close {
+        key: ProcKey,
+        fd: u32,
+        /// Socket or pipe inode (0 for `CloseKind::Range`).
+        inode: u64,
+        /// The UNIX socket peer's inode (0: none, or not a socket).
+        peer_inode: u64,
+        kind: CloseKind,
+        /// This close drops the file's last reference: the far end sees
+        /// EOF/HUP now. False when another descriptor or process (e.g. a
+        /// forked child that inherited it) still holds the file.
+        last_ref: bool,
+        /// The close is implicit, by dup2/dup3 onto an open `fd`.
+        via_dup: bool,
+        ktime_ns: u64,
+    },
 }
 
 impl ProcessEvent {
     /// The process the event is about.
     pub fn key(&self) -> ProcKey {
         match self {
-            Self::Exec { key, .. } | Self::Exit { key, .. } => *key,
+            Self::Exec { key, .. } | Self::Exit { key, .. } | Self::Close { key, .. } => *key,
             Self::Fork { child, .. } => *child,
         }
     }

@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use btf_rs::{Btf, Type};
-use mcp_reaper_common::TaskOffsets;
+use mcp_reaper_common::{FileOffsets, TaskOffsets};
 
 /// Where the kernel publishes its own BTF.
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
@@ -24,6 +24,17 @@ pub enum BtfError {
     NoField { strukt: String, field: String },
     #[error("kernel BTF: {strukt}.{field} is a bitfield, which the programs cannot read")]
     Bitfield { strukt: String, field: String },
+    #[error("kernel BTF: {strukt}.{field} is {got} bytes, the programs read {want}")]
+    Size {
+        strukt: String,
+        field: String,
+        got: usize,
+        want: usize,
+    },
+    #[error("kernel BTF: {strukt}.{field} is not a struct or union")]
+    NotAggregate { strukt: String, field: String },
+    #[error("no syscall argument registers known for this architecture")]
+    UnsupportedArch,
     #[error("kernel BTF: {0}")]
     Other(#[from] btf_rs::Error),
 }
@@ -46,30 +57,100 @@ impl KernelBtf {
     /// Byte offset of `field` in `struct strukt`, looking through anonymous
     /// nested structs and unions (task_struct keeps many fields in them).
     pub fn field_offset(&self, strukt: &str, field: &str) -> Result<u32, BtfError> {
+        self.member(strukt, &[field]).map(|m| m.offset)
+    }
+
+    /// Offset (from the start of `struct strukt`) and size of the field at
+    /// `path`, each step naming a member of the previous one's struct or
+    /// union type (typedefs and qualifiers are looked through, so
+    /// `["f_ref", "refcnt", "counter"]` walks file_ref_t and atomic_long_t).
+    /// Anonymous nesting is looked through at every step.
+    pub fn member(&self, strukt: &str, path: &[&str]) -> Result<Field, BtfError> {
         let candidates = self.btf.resolve_types_by_name(strukt).unwrap_or_default();
-        let mut found_struct = false;
+        let mut last_err = BtfError::NoStruct(strukt.into());
         for ty in candidates {
             if let Type::Struct(s) = ty {
-                found_struct = true;
-                if let Some(bits) = self.find_member(&s, field, 0, 0)? {
-                    if bits % 8 != 0 {
-                        return Err(BtfError::Bitfield {
-                            strukt: strukt.into(),
-                            field: field.into(),
-                        });
-                    }
-                    return Ok(bits / 8);
+                match self.member_in(&s, strukt, path) {
+                    Ok(f) => return Ok(f),
+                    Err(e) => last_err = e,
                 }
             }
         }
-        if found_struct {
-            Err(BtfError::NoField {
-                strukt: strukt.into(),
-                field: field.into(),
-            })
-        } else {
-            Err(BtfError::NoStruct(strukt.into()))
+        Err(last_err)
+    }
+
+    fn member_in(
+        &self,
+        s: &btf_rs::Struct,
+        strukt: &str,
+        path: &[&str],
+    ) -> Result<Field, BtfError> {
+        let mut cur = s.clone();
+        let mut bits = 0u32;
+        let mut size = cur.size();
+        for (i, field) in path.iter().enumerate() {
+            let Some((off, m)) = self.find_member(&cur, field, 0, 0)? else {
+                return Err(BtfError::NoField {
+                    strukt: strukt.into(),
+                    field: path[..=i].join("."),
+                });
+            };
+            if off % 8 != 0 || m.bitfield_size().is_some_and(|b| b != 0) {
+                return Err(BtfError::Bitfield {
+                    strukt: strukt.into(),
+                    field: path[..=i].join("."),
+                });
+            }
+            bits += off;
+            let ty = self.strip(self.btf.resolve_chained_type(&m)?)?;
+            size = self.type_size(&ty)?;
+            if i + 1 < path.len() {
+                match ty {
+                    Type::Struct(inner) | Type::Union(inner) => cur = inner,
+                    _ => {
+                        return Err(BtfError::NotAggregate {
+                            strukt: strukt.into(),
+                            field: path[..=i].join("."),
+                        });
+                    }
+                }
+            }
         }
+        Ok(Field {
+            offset: bits / 8,
+            size,
+        })
+    }
+
+    /// Looks through typedefs, qualifiers and type tags.
+    fn strip(&self, mut ty: Type) -> Result<Type, BtfError> {
+        for _ in 0..16 {
+            match &ty {
+                Type::Typedef(t) => ty = self.btf.resolve_chained_type(t)?,
+                Type::Volatile(t) | Type::Const(t) | Type::Restrict(t) => {
+                    ty = self.btf.resolve_chained_type(t)?
+                }
+                Type::TypeTag(t) => ty = self.btf.resolve_chained_type(t)?,
+                _ => break,
+            }
+        }
+        Ok(ty)
+    }
+
+    /// Size in bytes of a (stripped) type; 0 when BTF does not say.
+    fn type_size(&self, ty: &Type) -> Result<usize, BtfError> {
+        Ok(match ty {
+            Type::Int(i) => i.size(),
+            Type::Ptr(_) => size_of::<u64>(),
+            Type::Struct(s) | Type::Union(s) => s.size(),
+            Type::Enum(e) => e.size(),
+            Type::Enum64(e) => e.size(),
+            Type::Array(a) => {
+                let elem = self.strip(self.btf.resolve_chained_type(a)?)?;
+                a.len() * self.type_size(&elem)?
+            }
+            _ => 0,
+        })
     }
 
     fn find_member(
@@ -78,7 +159,7 @@ impl KernelBtf {
         field: &str,
         base_bits: u32,
         depth: u32,
-    ) -> Result<Option<u32>, BtfError> {
+    ) -> Result<Option<(u32, btf_rs::Member)>, BtfError> {
         // Anonymous nesting in real kernels is a few levels deep at most.
         if depth > 8 {
             return Ok(None);
@@ -86,15 +167,15 @@ impl KernelBtf {
         for m in &s.members {
             let name = self.btf.resolve_name(m).unwrap_or_default();
             if name == field {
-                return Ok(Some(base_bits + m.bit_offset()));
+                return Ok(Some((base_bits + m.bit_offset(), m.clone())));
             }
             if name.is_empty() {
                 match self.btf.resolve_chained_type(m)? {
                     Type::Struct(inner) | Type::Union(inner) => {
-                        if let Some(off) =
+                        if let Some(found) =
                             self.find_member(&inner, field, base_bits + m.bit_offset(), depth + 1)?
                         {
-                            return Ok(Some(off));
+                            return Ok(Some(found));
                         }
                     }
                     _ => {}
@@ -139,6 +220,105 @@ impl KernelBtf {
             valid: 1,
         })
     }
+
+    /// A field the programs read with a fixed width: its offset, after
+    /// checking that the kernel's field has that width.
+    fn sized(&self, strukt: &str, path: &[&str], want: usize) -> Result<u32, BtfError> {
+        let f = self.member(strukt, path)?;
+        if f.size != want {
+            return Err(BtfError::Size {
+                strukt: strukt.into(),
+                field: path.join("."),
+                got: f.size,
+                want,
+            });
+        }
+        Ok(f.offset)
+    }
+
+    /// Offsets for the close program (`tp_btf/sys_enter`). Any missing
+    /// field is an error: the caller then runs without the close tier.
+    pub fn file_offsets(&self) -> Result<FileOffsets, BtfError> {
+        const PTR: usize = 8;
+        // file_ref_t (6.13+) stores refs - 1; older kernels count refs.
+        let (file_ref, ref_one) = match self.sized("file", &["f_ref", "refcnt", "counter"], 8) {
+            Ok(off) => (off, 0),
+            Err(e) => match self.sized("file", &["f_count", "counter"], 8) {
+                Ok(off) => (off, 1),
+                Err(_) => return Err(e),
+            },
+        };
+        // SOCK_INODE(sock): the inode follows the socket in socket_alloc.
+        let socket_to_inode = self
+            .field_offset("socket_alloc", "vfs_inode")?
+            .checked_sub(self.field_offset("socket_alloc", "socket")?)
+            .ok_or_else(|| BtfError::NoField {
+                strukt: "socket_alloc".into(),
+                field: "vfs_inode after socket".into(),
+            })?;
+        let sock_ino = match self.sized("sock", &["sk_ino"], 8) {
+            Ok(off) => off,
+            Err(BtfError::NoField { .. }) => u32::MAX,
+            Err(e) => return Err(e),
+        };
+        Ok(FileOffsets {
+            task_files: self.sized("task_struct", &["files"], PTR)?,
+            files_fdt: self.sized("files_struct", &["fdt"], PTR)?,
+            fdt_max_fds: self.sized("fdtable", &["max_fds"], 4)?,
+            fdt_fd: self.sized("fdtable", &["fd"], PTR)?,
+            file_ref,
+            ref_one,
+            file_inode: self.sized("file", &["f_inode"], PTR)?,
+            file_mode: self.sized("file", &["f_mode"], 4)?,
+            file_private: self.sized("file", &["private_data"], PTR)?,
+            inode_mode: self.sized("inode", &["i_mode"], 2)?,
+            inode_ino: self.sized("inode", &["i_ino"], 8)?,
+            inode_pipe: self.sized("inode", &["i_pipe"], PTR)?,
+            pipe_readers: self.sized("pipe_inode_info", &["readers"], 4)?,
+            pipe_writers: self.sized("pipe_inode_info", &["writers"], 4)?,
+            socket_sk: self.sized("socket", &["sk"], PTR)?,
+            sock_family: self.sized("sock", &["__sk_common", "skc_family"], 2)?,
+            sock_ino,
+            sock_socket: self.sized("sock", &["sk_socket"], PTR)?,
+            socket_to_inode,
+            // unix_sock embeds its struct sock first: a sock * is a unix_sock *.
+            unix_peer: if self.field_offset("unix_sock", "sk")? == 0 {
+                self.sized("unix_sock", &["peer"], PTR)?
+            } else {
+                return Err(BtfError::NoField {
+                    strukt: "unix_sock".into(),
+                    field: "sk at offset 0".into(),
+                });
+            },
+            regs_arg: self.syscall_arg_offsets()?,
+            valid: 1,
+        })
+    }
+
+    /// Where `struct pt_regs` keeps syscall arguments 0..2 at `sys_enter`.
+    fn syscall_arg_offsets(&self) -> Result<[u32; 3], BtfError> {
+        if cfg!(target_arch = "x86_64") {
+            Ok([
+                self.sized("pt_regs", &["di"], 8)?,
+                self.sized("pt_regs", &["si"], 8)?,
+                self.sized("pt_regs", &["dx"], 8)?,
+            ])
+        } else if cfg!(target_arch = "aarch64") {
+            let base = self.member("pt_regs", &["regs"])?.offset;
+            Ok([base, base + 8, base + 16])
+        } else {
+            Err(BtfError::UnsupportedArch)
+        }
+    }
+}
+
+/// A resolved struct field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Field {
+    /// Byte offset from the start of the outermost struct.
+    pub offset: u32,
+    /// Size of the field's type in bytes (0 when BTF does not say).
+    pub size: usize,
 }
 
 impl std::fmt::Debug for KernelBtf {
@@ -192,6 +372,41 @@ mod tests {
         assert!(matches!(
             k.field_offset("no_such_struct_here", "pid"),
             Err(BtfError::NoStruct(_))
+        ));
+    }
+
+    #[test]
+    fn file_offsets_resolve_with_the_widths_the_close_program_reads() {
+        let Some(k) = kernel() else { return };
+        let o = k.file_offsets().unwrap();
+        eprintln!("{o:?}");
+        assert_eq!(o.valid, 1);
+        // tp_btf/sys_enter is (struct pt_regs *regs, long id).
+        assert_eq!(k.tracepoint_args("sys_enter"), Some(2));
+        // Nested named members: file_ref_t.refcnt.counter sits at f_ref.
+        if o.ref_one == 0 {
+            assert_eq!(o.file_ref, k.field_offset("file", "f_ref").unwrap());
+        }
+        let f = k.member("sock", &["__sk_common", "skc_family"]).unwrap();
+        assert_eq!(f.size, 2);
+        assert_eq!(f.offset, o.sock_family);
+        assert!(o.socket_to_inode > 0);
+    }
+
+    #[test]
+    fn member_paths_report_missing_steps_and_wrong_widths() {
+        let Some(k) = kernel() else { return };
+        assert!(matches!(
+            k.member("file", &["f_inode", "i_ino"]),
+            Err(BtfError::NotAggregate { .. })
+        ));
+        assert!(matches!(
+            k.member("sock", &["__sk_common", "no_such"]),
+            Err(BtfError::NoField { .. })
+        ));
+        assert!(matches!(
+            k.sized("inode", &["i_mode"], 4),
+            Err(BtfError::Size { got: 2, .. })
         ));
     }
 

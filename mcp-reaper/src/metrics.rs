@@ -853,6 +853,7 @@ mod tests {
             exec,
             fork: 0,
             exit: 0,
+            close: 0,
             decode_errors: 0,
             lost,
             kernel_read_errors: 0,

@@ -227,6 +227,8 @@ impl Tracker {
                 ..
             } => self.on_fork(*child, *parent, comm, *watch),
             ProcessEvent::Exit { key, exit_code, .. } => self.on_exit(*key, *exit_code),
+            // Not a process-table change (the supervisor acts on it).
+            ProcessEvent::Close { .. } => {}
         }
     }
 

@@ -5,7 +5,10 @@
 //! the ring buffer into the tracker's channel (waking on readiness for
 //! bursts, and on a short timer for the records the kernel submitted
 //! without a wake-up). Dropping it detaches every program; nothing is
-//! pinned, so nothing outlives the daemon.
+//! pinned, so nothing outlives the daemon. The close tier
+//! (`tp_btf/sys_enter`, reporting hosts' closes of sockets and pipes) is
+//! optional: when its offsets or its program are unavailable the source
+//! runs without it and says why (`close_tier`, `close_tier_reason`).
 //! Must never: block the runtime, or hide a loss: every dropped record is
 //! counted and reported as `SourceMsg::Lost`.
 
@@ -21,7 +24,7 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::BtfTracePoint,
 };
-use mcp_reaper_common::{WatchEntry, counter, watch};
+use mcp_reaper_common::{CloseSyscalls, FileOffsets, WatchEntry, counter, watch};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -47,6 +50,24 @@ pub const TRACEPOINTS: [&str; 3] = [
     "sched_process_exec",
 ];
 
+/// The close tier's program (`tp_btf/sys_enter`, raw_syscalls).
+pub const CLOSE_TRACEPOINT: &str = "sys_enter";
+
+/// The syscall numbers of this architecture the close program watches.
+pub fn native_close_syscalls() -> CloseSyscalls {
+    let nr = |n: libc::c_long| u32::try_from(n).unwrap_or(u32::MAX);
+    CloseSyscalls {
+        close: nr(libc::SYS_close),
+        close_range: nr(libc::SYS_close_range),
+        // dup2 is absent from the newer syscall tables (aarch64, riscv).
+        #[cfg(target_arch = "x86_64")]
+        dup2: nr(libc::SYS_dup2),
+        #[cfg(not(target_arch = "x86_64"))]
+        dup2: u32::MAX,
+        dup3: nr(libc::SYS_dup3),
+    }
+}
+
 /// Tunables for the eBPF source.
 #[derive(Clone, Debug)]
 pub struct EbpfOptions {
@@ -60,6 +81,9 @@ pub struct EbpfOptions {
     pub kernel_log: bool,
     /// Kernel BTF to resolve offsets from.
     pub btf_path: PathBuf,
+    /// Load the close tier (hosts' closes of sockets and pipes) when the
+    /// kernel allows it.
+    pub close_tier: bool,
 }
 
 impl Default for EbpfOptions {
@@ -70,6 +94,7 @@ impl Default for EbpfOptions {
             drain_interval: Duration::from_millis(5),
             kernel_log: false,
             btf_path: PathBuf::from(VMLINUX_BTF),
+            close_tier: true,
         }
     }
 }
@@ -82,12 +107,15 @@ pub struct EbpfSource {
     watch: HashMap<MapData, u32, WatchEntry>,
     counters: Option<PerCpuArray<MapData, u64>>,
     opts: EbpfOptions,
+    /// Why the close tier is off; `None` while it runs.
+    close_off: Option<String>,
 }
 
 impl std::fmt::Debug for EbpfSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EbpfSource")
             .field("opts", &self.opts)
+            .field("close_off", &self.close_off)
             .finish()
     }
 }
@@ -103,14 +131,26 @@ impl EbpfSource {
         }
         // Parsed in a scope of its own: the kernel's BTF is large, and aya
         // parses it again below; not holding both keeps the peak RSS down.
-        let offsets = {
+        let (offsets, close_offsets) = {
             let kbtf = KernelBtf::load(&opts.btf_path)?;
             if kbtf.tracepoint_args("sched_process_exit").unwrap_or(0) < 2 {
                 return Err(anyhow!(
                     "this kernel's sched_process_exit tracepoint has no group_dead argument (needs Linux 6.x)"
                 ));
             }
-            kbtf.task_offsets()?
+            let close = if !opts.close_tier {
+                Err("disabled by option".to_string())
+            } else if kbtf.tracepoint_args(CLOSE_TRACEPOINT) != Some(2) {
+                Err("this kernel has no tp_btf/sys_enter(regs, id)".to_string())
+            } else {
+                kbtf.file_offsets()
+                    .map_err(|e| format!("close-tier offsets: {e}"))
+            };
+            (kbtf.task_offsets()?, close)
+        };
+        let (file_offsets, close_syscalls) = match &close_offsets {
+            Ok(o) => (*o, native_close_syscalls()),
+            Err(_) => (FileOffsets::default(), CloseSyscalls::NONE),
         };
         release_freed_memory();
         // Raising RLIMIT_MEMLOCK fails without CAP_SYS_RESOURCE; kernels
@@ -129,6 +169,8 @@ impl EbpfSource {
         let mut ebpf = EbpfLoader::new()
             .btf(Some(&btf))
             .override_global("OFFSETS", &offsets, true)
+            .override_global("FILE_OFFSETS", &file_offsets, true)
+            .override_global("CLOSE_SYSCALLS", &close_syscalls, true)
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("WATCH", opts.watch_capacity)
@@ -151,6 +193,16 @@ impl EbpfSource {
             prog.attach()
                 .with_context(|| format!("attaching tp_btf/{tp}"))?;
         }
+        // The close tier is optional: process events run without it.
+        let close_off = match close_offsets {
+            Err(reason) => Some(reason),
+            Ok(_) => attach_close(&mut ebpf, &btf)
+                .err()
+                .map(|e| format!("{e:#}")),
+        };
+        if let Some(reason) = &close_off {
+            warn!("eBPF close tier off: {reason}");
+        }
         drop(btf);
         release_freed_memory();
         let ring = RingBuf::try_from(
@@ -171,7 +223,18 @@ impl EbpfSource {
             watch,
             counters: Some(counters),
             opts: opts.clone(),
+            close_off,
         })
+    }
+
+    /// Whether the close tier (`tp_btf/sys_enter`) is loaded and attached.
+    pub fn close_tier(&self) -> bool {
+        self.close_off.is_none()
+    }
+
+    /// Why the close tier is off (`None` while it runs).
+    pub fn close_tier_reason(&self) -> Option<&str> {
+        self.close_off.as_deref()
     }
 
     /// Marks `key` as a host: every process it forks from now on is the
@@ -237,6 +300,20 @@ impl EbpfSource {
             self.opts.drain_interval,
         )))
     }
+}
+
+/// Loads and attaches the close program.
+fn attach_close(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
+    let prog: &mut BtfTracePoint = ebpf
+        .program_mut(CLOSE_TRACEPOINT)
+        .ok_or_else(|| anyhow!("program {CLOSE_TRACEPOINT} missing from the object"))?
+        .try_into()
+        .with_context(|| format!("{CLOSE_TRACEPOINT} is not a tp_btf program"))?;
+    prog.load(CLOSE_TRACEPOINT, btf)
+        .with_context(|| format!("loading tp_btf/{CLOSE_TRACEPOINT}"))?;
+    prog.attach()
+        .with_context(|| format!("attaching tp_btf/{CLOSE_TRACEPOINT}"))?;
+    Ok(())
 }
 
 /// Returns freed heap pages to the kernel, so the BTF parsed at start-up

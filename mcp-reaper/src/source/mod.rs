@@ -46,6 +46,9 @@ pub struct SourceCounters {
     pub exec: AtomicU64,
     pub fork: AtomicU64,
     pub exit: AtomicU64,
+    /// Close records from the eBPF close tier (hosts releasing sockets or
+    /// pipes, or calling close_range).
+    pub close: AtomicU64,
     /// Records that failed to decode (counted and skipped).
     pub decode_errors: AtomicU64,
     /// Records the kernel dropped because the ring buffer was full.
@@ -60,6 +63,7 @@ pub struct CounterSnapshot {
     pub exec: u64,
     pub fork: u64,
     pub exit: u64,
+    pub close: u64,
     pub decode_errors: u64,
     pub lost: u64,
     pub kernel_read_errors: u64,
@@ -72,6 +76,7 @@ impl SourceCounters {
             exec: l(&self.exec),
             fork: l(&self.fork),
             exit: l(&self.exit),
+            close: l(&self.close),
             decode_errors: l(&self.decode_errors),
             lost: l(&self.lost),
             kernel_read_errors: l(&self.kernel_read_errors),
@@ -84,6 +89,7 @@ impl SourceCounters {
             E::Exec { .. } => &self.exec,
             E::Fork { .. } => &self.fork,
             E::Exit { .. } => &self.exit,
+            E::Close { .. } => &self.close,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }

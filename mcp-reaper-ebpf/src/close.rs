@@ -1,0 +1,133 @@
+//! `tp_btf/sys_enter`: a watched host releasing a descriptor.
+//!
+//! Owns: for close, close_range, dup2 and dup3 by a process whose watch
+//! entry has `watch::HOST`, reporting which AF_UNIX socket or pipe is about
+//! to be closed, its peer, and whether this close drops the file's last
+//! reference. close_range is reported as a range, not walked. A host's exec
+//! drops its close-on-exec descriptors: EXEC already reports that.
+//! Must never: do more than compare the syscall number and one map lookup
+//! for any other syscall or process (this runs on every syscall), or loop
+//! over descriptors.
+
+use aya_ebpf::{
+    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+};
+use mcp_reaper_common::{
+    CLOSE_RANGE_CLOEXEC, FileOffsets, close_flag, close_kind, counter, kind, watch,
+};
+
+use crate::{
+    events::emit_close,
+    files::{Target, closing},
+    maps::{CLOSE_SYSCALLS, FILE_OFFSETS, OFFSETS, WATCH, count},
+    task::{Task, read},
+};
+
+#[derive(Clone, Copy)]
+enum Call {
+    Close,
+    CloseRange,
+    Dup,
+}
+
+#[btf_tracepoint(function = "sys_enter")]
+pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+    let id: i64 = ctx.arg(1);
+    let s = CLOSE_SYSCALLS.load();
+    let call = if id == i64::from(s.close) {
+        Call::Close
+    } else if id == i64::from(s.close_range) {
+        Call::CloseRange
+    } else if id == i64::from(s.dup2) || id == i64::from(s.dup3) {
+        Call::Dup
+    } else {
+        return 0;
+    };
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: map lookup; the flags are copied out at once.
+    let Some(flags) = (unsafe { WATCH.get(tgid) }).map(|w| w.flags) else {
+        return 0;
+    };
+    if flags & watch::HOST == 0 {
+        return 0;
+    }
+    if try_close(&ctx, call, tgid).is_err() {
+        count(counter::READ_ERRORS);
+    }
+    0
+}
+
+fn try_close(ctx: &BtfTracePointContext, call: Call, tgid: u32) -> Result<(), i32> {
+    let o = FILE_OFFSETS.load();
+    let to = OFFSETS.load();
+    if o.valid == 0 || to.valid == 0 {
+        return Ok(());
+    }
+    let regs: *const u8 = ctx.arg(0);
+    let task = Task::current();
+    let start_ns = task.process_start_ns(&to)?;
+    let (fd, via_dup) = match call {
+        Call::Close => (arg(regs, &o, 0)?, 0),
+        Call::Dup => {
+            let (old, new) = (arg(regs, &o, 0)?, arg(regs, &o, 1)?);
+            if old == new {
+                return Ok(()); // dup2(fd, fd) closes nothing
+            }
+            (new, close_flag::VIA_DUP)
+        }
+        Call::CloseRange => {
+            let (first, last) = (arg(regs, &o, 0)?, arg(regs, &o, 1)?);
+            if arg(regs, &o, 2)? & CLOSE_RANGE_CLOEXEC != 0 || first > last {
+                return Ok(()); // marks close-on-exec only, or EINVAL
+            }
+            emit_close(|ev| {
+                ev.kind = kind::CLOSE;
+                ev.tgid = tgid;
+                ev.start_ns = start_ns;
+                ev.first_fd = first;
+                ev.last_fd = last;
+                ev.file_kind = close_kind::RANGE;
+            });
+            return Ok(());
+        }
+    };
+    let Some(c) = closing(task, fd, &o)? else {
+        return Ok(());
+    };
+    let mut flags = via_dup;
+    if c.last_ref {
+        flags |= close_flag::LAST_REF;
+    }
+    if c.write {
+        flags |= close_flag::WRITE_END;
+    }
+    let (file_kind, inode, peer_inode, pipe_ends) = match c.target {
+        Target::Unix { inode, peer_inode } => (close_kind::UNIX_SOCKET, inode, peer_inode, 0),
+        Target::Pipe { inode, ends } => (close_kind::PIPE, inode, 0, ends),
+    };
+    emit_close(|ev| {
+        ev.kind = kind::CLOSE;
+        ev.tgid = tgid;
+        ev.start_ns = start_ns;
+        ev.inode = inode;
+        ev.peer_inode = peer_inode;
+        ev.first_fd = fd;
+        ev.last_fd = fd;
+        ev.file_kind = file_kind;
+        ev.flags = flags;
+        ev.pipe_ends = pipe_ends;
+    });
+    Ok(())
+}
+
+/// Syscall argument `i` (0..=2) from the entry registers, as the `unsigned
+/// int` every one of these syscalls takes.
+#[inline(always)]
+fn arg(regs: *const u8, o: &FileOffsets, i: usize) -> Result<u32, i32> {
+    let off = match i {
+        0 => o.regs_arg[0],
+        1 => o.regs_arg[1],
+        _ => o.regs_arg[2],
+    };
+    read::<u64>(regs, off).map(|v| v as u32)
+}

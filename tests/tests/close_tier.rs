@@ -1,0 +1,482 @@
+//! The eBPF close tier against the real kernel: `tp_btf/sys_enter` reports
+//! a watched host's closes of AF_UNIX sockets and pipes (with the peer's
+//! inode and whether the close drops the last reference), dup2/dup3 onto an
+//! open descriptor, and close_range; unwatched processes report nothing.
+//! Needs root (BPF); skips with a printed reason otherwise.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use mcp_reaper::{
+    daemon::{Agent, AgentOptions},
+    event::{CloseKind, ProcessEvent, SourceMsg},
+    identity::ProcKey,
+    source::{
+        ActiveSource, SourceChoice, SourceCounters,
+        ebpf::{EbpfOptions, EbpfSource},
+    },
+};
+use mcp_reaper_tests::{privileged, start_ticks};
+use tokio::sync::mpsc;
+
+/// The stand-in host: a Python process with a socketpair and a pipe that
+/// closes, dups and close_ranges descriptors when told on stdin, and
+/// answers every command with one line.
+const HOST: &str = r#"
+import os, socket, sys, ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+r, w = os.pipe()
+keep = [a, b]
+print("ready", a.fileno(), os.fstat(a.fileno()).st_ino, b.fileno(),
+      os.fstat(b.fileno()).st_ino, r, w, os.fstat(r).st_ino, flush=True)
+for line in sys.stdin:
+    cmd, *args = line.split()
+    n = [int(x) for x in args]
+    if cmd == "close":
+        os.close(n[0]); print("ok", flush=True)
+    elif cmd == "dup":
+        print("fd", os.dup(n[0]), flush=True)
+    elif cmd == "dup2":
+        os.dup2(n[0], n[1], inheritable=False); print("ok", flush=True)
+    elif cmd == "socketpair":
+        x, y = socket.socketpair()
+        keep += [x, y]
+        print("fd", x.fileno(), y.fileno(), flush=True)
+    elif cmd == "close_range":
+        rc = libc.syscall(436, n[0], n[1], n[2])
+        print("rc", rc, flush=True)
+    elif cmd == "devnull":
+        fd = os.open("/dev/null", os.O_RDONLY); os.close(fd); print("ok", flush=True)
+    elif cmd == "exit":
+        break
+"#;
+
+struct Host {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+/// The descriptors and inodes the host reported at start.
+#[derive(Debug)]
+struct Ready {
+    a: u32,
+    a_ino: u64,
+    b: u32,
+    b_ino: u64,
+    r: u32,
+    w: u32,
+    pipe_ino: u64,
+}
+
+impl Host {
+    fn start() -> (Self, Ready) {
+        let mut child = Command::new("python3")
+            .args(["-c", HOST])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3");
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let host = Self {
+            child,
+            stdin,
+            lines,
+        };
+        let n = host.nums(&host.line());
+        let ready = Ready {
+            a: n[0] as u32,
+            a_ino: n[1],
+            b: n[2] as u32,
+            b_ino: n[3],
+            r: n[4] as u32,
+            w: n[5] as u32,
+            pipe_ino: n[6],
+        };
+        (host, ready)
+    }
+
+    fn key(&self) -> ProcKey {
+        let pid = self.child.id();
+        ProcKey::new(pid, start_ticks(pid).expect("host is alive"))
+    }
+
+    fn line(&self) -> String {
+        self.lines
+            .recv_timeout(Duration::from_secs(20))
+            .expect("host answered")
+    }
+
+    fn nums(&self, line: &str) -> Vec<u64> {
+        line.split_whitespace()
+            .skip(1)
+            .map(|x| x.parse().unwrap())
+            .collect()
+    }
+
+    /// Sends one command; returns the numbers of its answer.
+    fn cmd(&mut self, c: &str) -> Vec<u64> {
+        writeln!(self.stdin.as_mut().unwrap(), "{c}").unwrap();
+        let line = self.line();
+        self.nums(&line)
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// One close as the test checks it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Seen {
+    fd: u32,
+    inode: u64,
+    peer_inode: u64,
+    kind: CloseKind,
+    last_ref: bool,
+    via_dup: bool,
+}
+
+/// Receives events until one Close by `tgid` arrives (or 5 s pass), keeping
+/// any Close by another tgid in `others`.
+async fn next_close(
+    rx: &mut mpsc::Receiver<SourceMsg>,
+    tgid: u32,
+    others: &mut Vec<ProcessEvent>,
+) -> Option<(ProcKey, Seen)> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let msg = tokio::time::timeout_at(deadline, rx.recv()).await.ok()??;
+        if let SourceMsg::Event(ev @ ProcessEvent::Close { .. }) = msg {
+            let ProcessEvent::Close {
+                key,
+                fd,
+                inode,
+                peer_inode,
+                kind,
+                last_ref,
+                via_dup,
+                ..
+            } = ev.clone()
+            else {
+                unreachable!()
+            };
+            if key.tgid == tgid {
+                return Some((
+                    key,
+                    Seen {
+                        fd,
+                        inode,
+                        peer_inode,
+                        kind,
+                        last_ref,
+                        via_dup,
+                    },
+                ));
+            }
+            others.push(ev);
+        }
+    }
+}
+
+/// Drains whatever arrives within `wait`, returning Close events.
+async fn drain_closes(rx: &mut mpsc::Receiver<SourceMsg>, wait: Duration) -> Vec<ProcessEvent> {
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(msg)) = tokio::time::timeout_at(deadline, rx.recv()).await {
+        if let SourceMsg::Event(ev @ ProcessEvent::Close { .. }) = msg {
+            out.push(ev);
+        }
+    }
+    out
+}
+
+#[test]
+fn host_closes_report_inode_peer_and_last_reference() {
+    if !privileged("host_closes_report_inode_peer_and_last_reference") {
+        return;
+    }
+    runtime().block_on(async {
+        // The source on its own (the Agent consumes its events): the same
+        // kernel programs, ring buffer and decoder the daemon runs.
+        let mut src = EbpfSource::load(&EbpfOptions::default()).expect("eBPF loads");
+        assert!(
+            src.close_tier(),
+            "close tier off: {:?}",
+            src.close_tier_reason()
+        );
+        let (tx, mut rx) = mpsc::channel(4096);
+        let counters = Arc::new(SourceCounters::default());
+        let _reader = src.spawn_reader(tx, counters.clone()).unwrap();
+
+        let (mut host, ready) = Host::start();
+        let (mut bystander, by_ready) = Host::start();
+        let key = host.key();
+        src.watch_host(key).unwrap();
+        let tgid = key.tgid;
+        let mut others = Vec::new();
+
+        // A dup'ed socket end: closing the copy is not the last reference.
+        let dup = host.cmd(&format!("dup {}", ready.a))[0] as u32;
+        host.cmd(&format!("close {dup}"));
+        let (k, seen) = next_close(&mut rx, tgid, &mut others)
+            .await
+            .expect("close of dup");
+        assert_eq!(k, key, "the record carries the host's identity");
+        assert_eq!(
+            seen,
+            Seen {
+                fd: dup,
+                inode: ready.a_ino,
+                peer_inode: ready.b_ino,
+                kind: CloseKind::UnixSocket,
+                last_ref: false,
+                via_dup: false,
+            }
+        );
+        // The original: last reference, peer is the other end.
+        host.cmd(&format!("close {}", ready.a));
+        let (_, seen) = next_close(&mut rx, tgid, &mut others)
+            .await
+            .expect("close of a");
+        assert_eq!((seen.fd, seen.inode), (ready.a, ready.a_ino));
+        assert_eq!(seen.peer_inode, ready.b_ino);
+        assert!(seen.last_ref);
+        // The survivor: its peer is released already, so no peer inode.
+        host.cmd(&format!("close {}", ready.b));
+        let (_, seen) = next_close(&mut rx, tgid, &mut others)
+            .await
+            .expect("close of b");
+        assert_eq!((seen.fd, seen.inode), (ready.b, ready.b_ino));
+        assert_eq!(seen.peer_inode, 0, "the peer was released first");
+        assert!(seen.last_ref);
+
+        // dup2(r, w) closes the write end implicitly (its last reference).
+        host.cmd(&format!("dup2 {} {}", ready.r, ready.w));
+        let (_, seen) = next_close(&mut rx, tgid, &mut others).await.expect("dup2");
+        assert_eq!(
+            seen,
+            Seen {
+                fd: ready.w,
+                inode: ready.pipe_ino,
+                peer_inode: 0,
+                kind: CloseKind::Pipe {
+                    write_end: true,
+                    ends: 1
+                },
+                last_ref: true,
+                via_dup: true,
+            }
+        );
+        // w is now a second read end: closing it is not the last reference.
+        host.cmd(&format!("close {}", ready.w));
+        let (_, seen) = next_close(&mut rx, tgid, &mut others)
+            .await
+            .expect("close w");
+        assert_eq!(
+            (seen.kind, seen.last_ref),
+            (
+                CloseKind::Pipe {
+                    write_end: false,
+                    ends: 1
+                },
+                false
+            )
+        );
+        host.cmd(&format!("close {}", ready.r));
+        let (_, seen) = next_close(&mut rx, tgid, &mut others)
+            .await
+            .expect("close r");
+        assert_eq!(
+            (seen.fd, seen.inode, seen.last_ref),
+            (ready.r, ready.pipe_ino, true)
+        );
+
+        // close_range is one record with the range; the CLOEXEC-only form
+        // (which closes nothing) and regular files report nothing.
+        let fds = host.cmd("socketpair");
+        let (lo, hi) = (fds[0] as u32, fds[1] as u32);
+        host.cmd(&format!("close_range {lo} {hi} 4"));
+        host.cmd("devnull");
+        host.cmd(&format!("close_range {lo} {hi} 0"));
+        let (_, seen) = next_close(&mut rx, tgid, &mut others).await.expect("range");
+        assert_eq!(
+            (seen.fd, seen.kind),
+            (
+                lo.min(hi),
+                CloseKind::Range {
+                    last_fd: lo.max(hi)
+                }
+            )
+        );
+
+        // The unwatched bystander does the same; nothing arrives from it.
+        let dup = bystander.cmd(&format!("dup {}", by_ready.a))[0];
+        bystander.cmd(&format!("close {dup}"));
+        bystander.cmd(&format!("close {}", by_ready.a));
+        bystander.cmd(&format!("dup2 {} {}", by_ready.r, by_ready.w));
+        others.extend(drain_closes(&mut rx, Duration::from_millis(300)).await);
+        let from_host: Vec<_> = others.iter().filter(|e| e.key().tgid == tgid).collect();
+        assert!(
+            from_host.is_empty(),
+            "unexpected host closes: {from_host:?}"
+        );
+        assert!(
+            others.is_empty(),
+            "closes from unwatched processes: {others:?}"
+        );
+        let c = counters.snapshot();
+        assert_eq!(c.close, 7, "{c:?}");
+        assert_eq!(c.decode_errors, 0);
+        assert_eq!(c.kernel_read_errors, 0);
+    });
+}
+
+#[test]
+fn the_agent_counts_a_watched_hosts_closes() {
+    if !privileged("the_agent_counts_a_watched_hosts_closes") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut agent = Agent::start(AgentOptions {
+            source: SourceChoice::Ebpf,
+            ..AgentOptions::default()
+        })
+        .expect("the eBPF source loads on this kernel");
+        assert_eq!(agent.active_source(), ActiveSource::Ebpf);
+        let src = agent.ebpf_mut().unwrap();
+        assert!(src.close_tier(), "{:?}", src.close_tier_reason());
+        let (mut host, ready) = Host::start();
+        let before = agent.status().events.close;
+        agent.ebpf_mut().unwrap().watch_host(host.key()).unwrap();
+        host.cmd(&format!("close {}", ready.a));
+        host.cmd(&format!("close {}", ready.w));
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while agent.status().events.close < before + 2 {
+            if tokio::time::timeout_at(deadline, agent.step())
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let status = agent.status();
+        assert!(
+            status.events.close >= before + 2,
+            "close records not counted: {:?}",
+            status.events
+        );
+        assert!(!status.degraded, "a Close must not disturb the tracker");
+    });
+}
+
+#[test]
+fn without_the_close_tier_the_source_says_why_and_still_loads() {
+    if !privileged("without_the_close_tier_the_source_says_why_and_still_loads") {
+        return;
+    }
+    let src = EbpfSource::load(&EbpfOptions {
+        close_tier: false,
+        ..EbpfOptions::default()
+    })
+    .expect("process programs load without the close tier");
+    assert!(!src.close_tier());
+    assert_eq!(src.close_tier_reason(), Some("disabled by option"));
+}
+
+/// Not an assertion: the cost the close tier adds to syscalls. Run with
+/// `--ignored --nocapture` on an otherwise idle machine.
+#[test]
+#[ignore = "measurement"]
+fn measure_close_tier_overhead() {
+    if !privileged("measure_close_tier_overhead") {
+        return;
+    }
+    // The fastest of 7 rounds: the machine is shared, the minimum is the
+    // least disturbed.
+    fn per_call(n: u32, f: impl Fn()) -> f64 {
+        (0..7)
+            .map(|_| {
+                let t = Instant::now();
+                for _ in 0..n / 7 {
+                    f();
+                }
+                t.elapsed().as_nanos() as f64 / f64::from(n / 7)
+            })
+            .fold(f64::INFINITY, f64::min)
+    }
+    // SAFETY: syscalls without side effects on this process (close(-1) is
+    // EBADF, getppid reads).
+    let close_bad = || unsafe {
+        libc::syscall(libc::SYS_close, -1i64);
+    };
+    let getppid = || unsafe {
+        libc::syscall(libc::SYS_getppid);
+    };
+    const N: u32 = 2_000_000;
+    per_call(N, close_bad); // warm-up
+    let base = (per_call(N, close_bad), per_call(N, getppid));
+    runtime().block_on(async {
+        let no_close = EbpfSource::load(&EbpfOptions {
+            close_tier: false,
+            ..EbpfOptions::default()
+        })
+        .unwrap();
+        let procs_only = (per_call(N, close_bad), per_call(N, getppid));
+        drop(no_close);
+        let after_unload = (per_call(N, close_bad), per_call(N, getppid));
+        let mut src = EbpfSource::load(&EbpfOptions::default()).unwrap();
+        assert!(src.close_tier());
+        let unwatched = (per_call(N, close_bad), per_call(N, getppid));
+        // This process as a HOST: close(-1) walks to the fd-table bound.
+        let me = std::process::id();
+        src.watch_host(ProcKey::new(me, start_ticks(me).unwrap()))
+            .unwrap();
+        let watched = (per_call(N, close_bad), per_call(N, getppid));
+        eprintln!("ns per call (close(-1), getppid):");
+        eprintln!("  no programs        {:.0} {:.0}", base.0, base.1);
+        eprintln!(
+            "  process tier only  {:.0} {:.0}",
+            procs_only.0, procs_only.1
+        );
+        eprintln!(
+            "  unloaded again     {:.0} {:.0}",
+            after_unload.0, after_unload.1
+        );
+        eprintln!(
+            "  close tier, unwatched {:.0} {:.0}",
+            unwatched.0, unwatched.1
+        );
+        eprintln!(
+            "  close tier, watched host {:.0} {:.0}",
+            watched.0, watched.1
+        );
+    });
+}
