@@ -24,7 +24,10 @@ use crate::{
     config::{Config, ProcView},
     event::ProcessEvent,
     identity::ProcKey,
-    ownership::{self, FdHolder, OwnerState},
+    ownership::{
+        self, FdHolder, OwnerState, STDIO_FDS,
+        chain::{self, ChainEnd, Link},
+    },
     policy::{self, Decision, Facts},
     procscan::{self, ProcInfo},
     source::ebpf::EbpfSource,
@@ -46,6 +49,14 @@ pub struct TreeRecord {
     pub host_rule: String,
     pub session_id: Option<String>,
     pub owner_fds: Vec<OwnerFd>,
+    /// The host side of a relay chain, owner first: the session's owner,
+    /// then each relay or anchor hop down to the one holding the tree's
+    /// stdio. Empty when the tree's stdio holder is no relay. Never part
+    /// of a reap plan.
+    pub chain: Vec<ProcKey>,
+    /// The hop whose own upstream far end was released (the root itself
+    /// when its stdin was released directly), while orphaned.
+    pub released_link: Option<ProcKey>,
     pub state: TreeState,
     pub reason: Option<String>,
     /// When the current orphan reason was first confirmed.
@@ -76,6 +87,8 @@ pub struct Supervisor {
     infos: HashMap<ProcKey, ProcInfo>,
     servers: HashSet<ProcKey>,
     hosts: HashMap<ProcKey, String>,
+    /// Relay and anchor hops of host rules (host side, never reaped).
+    relays: HashMap<ProcKey, String>,
     pending: Vec<ProcKey>,
     trees: HashMap<ProcKey, TreeRecord>,
     recheck: HashSet<ProcKey>,
@@ -108,6 +121,7 @@ impl Supervisor {
             infos: HashMap::new(),
             servers: HashSet::new(),
             hosts: HashMap::new(),
+            relays: HashMap::new(),
             pending: Vec::new(),
             trees: HashMap::new(),
             recheck: HashSet::new(),
@@ -169,6 +183,16 @@ impl Supervisor {
                     self.recheck.extend(owned);
                 }
             }
+            // A host released a socket, pipe or fd range: its trees may have
+            // lost their peer (the recheck confirms through sock_diag/proc).
+            ProcessEvent::Close { key, .. } => {
+                let owned = self
+                    .trees
+                    .values()
+                    .filter(|t| t.host == Some(*key))
+                    .map(|t| t.root);
+                self.recheck.extend(owned);
+            }
         }
     }
 
@@ -195,7 +219,13 @@ impl Supervisor {
         // forked copy of a host into a server, or the other way round.
         self.hosts.remove(&key);
         self.servers.remove(&key);
+        self.relays.remove(&key);
         if self.config.is_protected(&v) {
+            return;
+        }
+        if let Some(rule) = self.config.classify_relay(&v) {
+            let name = rule.name.clone();
+            self.relays.insert(key, name);
             return;
         }
         if let Some(rule) = self.config.classify_host(&v) {
@@ -254,7 +284,18 @@ impl Supervisor {
     fn add_tree(&mut self, root: ProcKey, tracker: &Tracker, ebpf: Option<&mut EbpfSource>) {
         let parent = self.parent_of(root, tracker).filter(|p| p.tgid > 1);
         let host_rule = parent
-            .and_then(|p| self.hosts.get(&p).cloned())
+            .and_then(|p| {
+                self.hosts
+                    .get(&p)
+                    .or_else(|| self.relays.get(&p))
+                    .cloned()
+                    .or_else(|| {
+                        let info = self.infos.get(&p)?;
+                        self.config
+                            .classify_relay(&view(info))
+                            .map(|r| r.name.clone())
+                    })
+            })
             .or_else(|| self.config.generic_host().map(|r| r.name.clone()))
             .unwrap_or_else(|| "unknown".into());
         // Watch the root and whatever it already forked, so lineage holds
@@ -315,6 +356,8 @@ impl Supervisor {
                 host_rule,
                 session_id,
                 owner_fds: Vec::new(),
+                chain: Vec::new(),
+                released_link: None,
                 state: TreeState::Unknown,
                 reason: Some("not checked yet".into()),
                 orphan_since: None,
@@ -353,8 +396,12 @@ impl Supervisor {
         };
         let member_pids: HashSet<u32> = members.iter().map(|k| k.tgid).collect();
         let candidates: Vec<u32> = rec.host.iter().map(|h| h.tgid).collect();
+        let lineage = self.lineage_fds(&rec.host_rule);
+        let relay_of = |k: ProcKey| self.relay_ctl(k);
         let root_alive = members.contains(&root);
-        let (state, reason, owners) = if root_alive {
+        let mut chain_seen: Vec<ProcKey> = Vec::new();
+        let mut released_link = None;
+        let (mut state, mut reason, mut owners) = if root_alive {
             let own = ownership::stdio_owner(root, &member_pids, &candidates, &self.proc_root);
             let refined = own
                 .state
@@ -363,24 +410,72 @@ impl Supervisor {
             let host_gone = rec
                 .host
                 .is_some_and(|h| !procscan::is_alive(&self.proc_root, h));
-            let (s, r) = trees::classify(&refined, host_gone);
-            let owners = match &refined {
-                OwnerState::Held { owners } => owners.clone(),
-                _ => Vec::new(),
-            };
-            (s, r, owners)
+            match &refined {
+                OwnerState::Held { owners } => {
+                    // Follow relay and anchor hops up to the session owner:
+                    // the tree's state is the top owner's.
+                    match chain::follow(owners, &member_pids, &relay_of, &self.proc_root) {
+                        ChainEnd::Held { chain, owners: top } => {
+                            if chain.len() > 1 {
+                                chain_seen = chain;
+                            }
+                            let mut all = owners.clone();
+                            if chain_seen.len() > 1 {
+                                all.extend(top);
+                            }
+                            (TreeState::Live, None, all)
+                        }
+                        ChainEnd::Released { chain, link } => {
+                            chain_seen = chain;
+                            released_link = Some(link);
+                            (
+                                TreeState::Orphaned,
+                                Some(format!("{} (relay)", ownership::PEER_RELEASED)),
+                                owners.clone(),
+                            )
+                        }
+                        ChainEnd::Unknown { chain, reason } => {
+                            chain_seen = chain;
+                            (TreeState::Unknown, Some(reason.to_string()), owners.clone())
+                        }
+                    }
+                }
+                other => {
+                    let (s, r) = trees::classify(other, host_gone);
+                    if s == TreeState::Orphaned {
+                        released_link = Some(root);
+                    }
+                    (s, r, Vec::new())
+                }
+            }
         } else {
             // The root is gone; what is left is a remnant unless some
-            // member still talks to a live owner (a launcher that forked
-            // the real server and exited is not a remnant).
+            // member still holds an fd (stdio or lineage) whose far end
+            // leads to a live owner (a launcher that forked the real server
+            // and exited is not a remnant). Members that closed all their
+            // fds, or hold only far ends that were released or lead to a
+            // relay whose upstream was released, hold nothing.
+            let mut fds: Vec<u32> = STDIO_FDS.to_vec();
+            fds.extend(lineage.iter().copied());
             let mut held = Vec::new();
             let mut unknown = false;
             for m in &members {
-                let own = ownership::stdio_owner(*m, &member_pids, &candidates, &self.proc_root);
-                match own.state {
-                    OwnerState::Held { owners } => held.extend(owners),
-                    OwnerState::Unknown { .. } => unknown = true,
-                    _ => {}
+                match chain::fd_links(
+                    *m,
+                    &fds,
+                    &member_pids,
+                    &candidates,
+                    &relay_of,
+                    &self.proc_root,
+                ) {
+                    Link::Owner(ChainEnd::Held { chain, owners }) => {
+                        if chain.len() > 1 && chain_seen.is_empty() {
+                            chain_seen = chain;
+                        }
+                        held.extend(owners);
+                    }
+                    Link::Owner(_) | Link::Unknown(_) => unknown = true,
+                    Link::None => {}
                 }
             }
             if !held.is_empty() {
@@ -395,6 +490,37 @@ impl Supervisor {
                 (TreeState::Orphaned, Some("remnant".into()), Vec::new())
             }
         };
+        // Lineage fds (per host rule) are ownership links too: a member
+        // holding one whose far end leads to a live owner keeps the tree.
+        if root_alive && state == TreeState::Orphaned && !lineage.is_empty() {
+            for m in &members {
+                match chain::fd_links(
+                    *m,
+                    &lineage,
+                    &member_pids,
+                    &candidates,
+                    &relay_of,
+                    &self.proc_root,
+                ) {
+                    Link::Owner(ChainEnd::Held { chain, owners: o }) => {
+                        if chain.len() > 1 {
+                            chain_seen = chain;
+                        }
+                        state = TreeState::Live;
+                        reason = None;
+                        released_link = None;
+                        owners = o;
+                        break;
+                    }
+                    Link::Owner(_) | Link::Unknown(_) => {
+                        state = TreeState::Unknown;
+                        reason = Some("lineage-unproven".into());
+                        released_link = None;
+                    }
+                    Link::None => {}
+                }
+            }
+        }
         let Some(rec) = self.trees.get_mut(&root) else {
             return false;
         };
@@ -417,6 +543,16 @@ impl Supervisor {
             rec.owner_fds.sort();
             rec.owner_fds.dedup();
         }
+        if !chain_seen.is_empty() {
+            // The session owner is the chain's top, not the nearest hop.
+            if state == TreeState::Live
+                && let Some(top) = chain_seen.first()
+            {
+                rec.host = Some(*top);
+            }
+            rec.chain = chain_seen;
+        }
+        rec.released_link = released_link;
         rec.state = state;
         rec.reason = reason;
         if newly_orphaned {
@@ -455,6 +591,9 @@ impl Supervisor {
             self.last_reconcile = now;
             self.recheck.extend(self.trees.keys().copied());
         }
+        // Relays that exited (their process info is dropped on exit).
+        let infos = &self.infos;
+        self.relays.retain(|k, _| infos.contains_key(k));
         let due: Vec<ProcKey> = self.recheck.drain().collect();
         for root in due {
             if self.trees.get(&root).is_some_and(|t| !t.reaping) {
@@ -547,8 +686,39 @@ impl Supervisor {
     }
 
     /// Hosts and relays: never part of a reap plan.
+    /// Every relay chain member of every tree counts too, live or not.
     pub fn never_touch(&self) -> Vec<ProcKey> {
-        self.hosts.keys().copied().collect()
+        let mut out: Vec<ProcKey> = self.hosts.keys().copied().collect();
+        out.extend(self.relays.keys().copied());
+        out.extend(self.trees.values().flat_map(|t| t.chain.iter().copied()));
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Control fds of `key` if it is a relay hop of some host rule (that
+    /// rule's `lineage_fds`), `None` if it is no relay.
+    fn relay_ctl(&self, key: ProcKey) -> Option<Vec<u32>> {
+        let rule = match self.infos.get(&key).filter(|i| i.key == key) {
+            Some(info) => self.config.classify_relay(&view(info))?,
+            None => {
+                let info = procscan::read_process(&self.proc_root, key.tgid)
+                    .ok()
+                    .filter(|i| i.key == key)?;
+                self.config.classify_relay(&view(&info))?
+            }
+        };
+        Some(rule.lineage_fds.clone())
+    }
+
+    /// The lineage fds of the named host rule (none for unknown rules).
+    fn lineage_fds(&self, rule: &str) -> Vec<u32> {
+        self.config
+            .host_rules()
+            .iter()
+            .find(|h| h.name == rule)
+            .map(|h| h.lineage_fds.clone())
+            .unwrap_or_default()
     }
 
     /// Trees owned by `pid` (optionally through `fd`), or with `session`.
@@ -603,6 +773,8 @@ mod tests {
             reason: None,
             orphan_since: None,
             owners_seen: vec![],
+            chain: vec![],
+            released_link: None,
             reaping: false,
             last_decision: None,
         }

@@ -17,7 +17,10 @@ use serde::Serialize;
 use crate::{
     config::{Config, ProcView},
     identity::ProcKey,
-    ownership::{self, FdHolder, OwnerState, StdioOwnership},
+    ownership::{
+        self, FdHolder, OwnerState, StdioOwnership,
+        chain::{self, ChainEnd},
+    },
     procscan::{self, ProcInfo},
 };
 
@@ -80,6 +83,13 @@ pub struct TreeView {
     pub session_id: Option<String>,
     /// The host fds that hold the far end of the root's stdio.
     pub owner_fds: Vec<OwnerFd>,
+    /// The host side of a relay chain, owner first, then each relay or
+    /// anchor hop down to the one holding the root's stdio; empty when the
+    /// holder is no relay. Never part of the tree.
+    pub chain: Vec<HostView>,
+    /// The process whose upstream far end was released (a relay hop, or
+    /// the root itself), when orphaned by a release.
+    pub released_link: Option<ProcKey>,
     pub state: TreeState,
     /// Why the tree is in its state (`peer-released`, `host-exited`, ...).
     pub reason: Option<String>,
@@ -274,6 +284,7 @@ pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeV
             comm: p.comm.clone(),
             rule: config
                 .classify_host(&view(p))
+                .or_else(|| config.classify_relay(&view(p)))
                 .map(|r| r.name.clone())
                 .or_else(|| config.generic_host().map(|r| r.name.clone()))
                 .unwrap_or_else(|| "unknown".into()),
@@ -284,18 +295,63 @@ pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeV
             .into_iter()
             .collect();
         let own = ownership::stdio_owner(root, &member_pids, &candidates, proc_root);
+        // A relay or anchor holding the root's stdio: follow the chain up
+        // to the session's owner; the tree's state is the top owner's.
+        let relay_of = |k: ProcKey| -> Option<Vec<u32>> {
+            let p = by_pid.get(&k.tgid).filter(|p| p.key == k)?;
+            config
+                .classify_relay(&view(p))
+                .map(|r| r.lineage_fds.clone())
+        };
+        let mut chain_keys: Vec<ProcKey> = Vec::new();
+        let mut chain_top: Option<u32> = None;
+        let mut chain_verdict: Option<(TreeState, Option<String>)> = None;
+        let mut released_link = None;
+        if let OwnerState::Held { owners } = &own.state {
+            match chain::follow(owners, &member_pids, &relay_of, proc_root) {
+                ChainEnd::Held { chain: c, .. } => {
+                    if c.len() > 1 {
+                        chain_top = c.first().map(|k| k.tgid);
+                        chain_keys = c;
+                    }
+                }
+                ChainEnd::Released { chain: c, link } => {
+                    chain_keys = c;
+                    released_link = Some(link);
+                    chain_verdict = Some((
+                        TreeState::Orphaned,
+                        Some(format!("{} (relay)", ownership::PEER_RELEASED)),
+                    ));
+                }
+                ChainEnd::Unknown { chain: c, reason } => {
+                    chain_keys = c;
+                    chain_verdict = Some((TreeState::Unknown, Some(reason.to_string())));
+                }
+            }
+        }
         // The host is whoever holds the far end of the root's stdio; only
         // when nobody does is it the parent (if one is left). A server whose
         // launcher died and left it with init is still its owner's.
         let owner_pid = match &own.state {
-            OwnerState::Held { owners } => owners.first().map(|h| h.key.tgid),
+            OwnerState::Held { owners } => chain_top.or(owners.first().map(|h| h.key.tgid)),
             _ => None,
         };
         let host = owner_pid
             .and_then(|pid| by_pid.get(&pid).copied())
             .or(parent.filter(|_| root_info.ppid > 1))
             .map(host_view);
-        let (state, reason) = classify(&own.state, reparented);
+        let (state, reason) = chain_verdict.unwrap_or_else(|| classify(&own.state, reparented));
+        if released_link.is_none()
+            && state == TreeState::Orphaned
+            && matches!(own.state, OwnerState::Released { .. })
+        {
+            released_link = Some(root);
+        }
+        let chain_views: Vec<HostView> = chain_keys
+            .iter()
+            .filter_map(|k| by_pid.get(&k.tgid).copied().filter(|p| p.key == *k))
+            .map(host_view)
+            .collect();
         let mut owner_fds: Vec<OwnerFd> = own
             .fds
             .iter()
@@ -322,6 +378,8 @@ pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeV
             host,
             session_id,
             owner_fds,
+            chain: chain_views,
+            released_link,
             state,
             reason,
             age_seconds: now_ticks.saturating_sub(root.start_ticks) / 100,

@@ -31,6 +31,7 @@
 //!   the far end, so it changes nothing; a caller holding far ends itself
 //!   adds its own PID to the exclusion set.
 
+pub mod chain;
 pub mod fdtable;
 pub mod sockdiag;
 
@@ -254,10 +255,29 @@ pub fn stdio_owner(
     if fdtable::proc_key(proc_root, root.tgid) != Some(root) {
         return out;
     }
-    let mut pending: Vec<Pending> = STDIO_FDS
-        .iter()
-        .map(|&fd| resolve(root, fd, proc_root))
-        .collect();
+    let (fds, scanned, full) =
+        fd_owners(root, &STDIO_FDS, tree_members, candidates_first, proc_root);
+    out.fds = fds;
+    out.processes_scanned = scanned;
+    out.full_scan = full;
+    out.state = verdict(&out.fds);
+    out
+}
+
+/// The far-end holders of any fds of `root` (stdio, a relay's control
+/// socket, a lineage socket), under the same rules as [`stdio_owner`].
+/// Returns the per-fd verdicts, the processes read and whether /proc was
+/// walked. The caller checks that `root` is still the same process.
+pub fn fd_owners(
+    root: ProcKey,
+    fds: &[u32],
+    tree_members: &HashSet<u32>,
+    candidates_first: &[u32],
+    proc_root: &Path,
+) -> (Vec<FdOwnership>, u32, bool) {
+    let mut scanned = 0;
+    let mut full_scan = false;
+    let mut pending: Vec<Pending> = fds.iter().map(|&fd| resolve(root, fd, proc_root)).collect();
 
     let mut exclude = tree_members.clone();
     exclude.insert(root.tgid);
@@ -266,7 +286,7 @@ pub fn stdio_owner(
         let mut candidates: Vec<u32> = candidates_first.to_vec();
         candidates.extend(ppid(proc_root, root.tgid));
         let scan = fdtable::scan_pids(proc_root, candidates.iter().copied(), &exclude, Some(&want));
-        out.processes_scanned += scan.processes;
+        scanned += scan.processes;
         for p in &mut pending {
             collect(p, &scan);
         }
@@ -276,11 +296,11 @@ pub fn stdio_owner(
             .filter_map(|p| p.far.map(|f| f.0))
             .collect();
         if !missing.is_empty() {
-            out.full_scan = true;
+            full_scan = true;
             exclude.extend(candidates);
             let complete = match fdtable::scan_all(proc_root, &exclude, Some(&missing)) {
                 Ok(all) => {
-                    out.processes_scanned += all.processes;
+                    scanned += all.processes;
                     for p in &mut pending {
                         if p.own.owners.is_empty() {
                             collect(p, &all);
@@ -306,9 +326,11 @@ pub fn stdio_owner(
     for p in &mut pending {
         p.own.owners.sort();
     }
-    out.fds = pending.into_iter().map(|p| p.own).collect();
-    out.state = verdict(&out.fds);
-    out
+    (
+        pending.into_iter().map(|p| p.own).collect(),
+        scanned,
+        full_scan,
+    )
 }
 
 /// Marks an fd whose far end no outside process holds.
