@@ -20,6 +20,7 @@
 //! - `doctor`: what this kernel and these privileges allow.
 //! - `daemon`: the `run` command wiring it all together.
 
+pub mod activity;
 pub mod audit;
 pub mod config;
 pub mod control;
