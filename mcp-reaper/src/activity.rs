@@ -1,11 +1,11 @@
 //! Stdio activity: how long a tree has been silent.
 //!
-//! Owns: the idle clock of each tree. Activity is measured as the root's
-//! I/O character counters (`rchar` + `wchar` in /proc/PID/io: every byte
-//! read from or written to its stdio, among others); a tree is idle for the
-//! time since those counters last moved. The MCP stdio transport makes
-//! every request and response a read and a write by the root or the
-//! process that inherited its stdio, so a session in use moves them.
+//! Owns: the idle clock of each tree. Activity is measured as the members'
+//! read counters (`rchar` in /proc/PID/io: every byte read, stdio
+//! included); a tree is idle for the time since their sum last moved. In
+//! the MCP stdio transport every request from the host is a read by the
+//! server, so a session in use moves it, while a server's own output
+//! (log notifications on a timer) does not count as use.
 //! Must never: turn idleness into more than a suspicion (`idle`,
 //! `superseded`): heuristics only observe unless configured to enforce.
 
@@ -17,21 +17,12 @@ use std::{
 
 use crate::identity::ProcKey;
 
-/// `rchar + wchar` of a process, from /proc/PID/io (root or same user).
+/// `rchar` of a process, from /proc/PID/io (root or same user).
 pub fn io_chars(proc_root: &Path, pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("io")).ok()?;
-    let mut total = 0u64;
-    let mut seen = 0;
-    for line in text.lines() {
-        if let Some(v) = line
-            .strip_prefix("rchar:")
-            .or_else(|| line.strip_prefix("wchar:"))
-        {
-            total = total.saturating_add(v.trim().parse::<u64>().ok()?);
-            seen += 1;
-        }
-    }
-    (seen == 2).then_some(total)
+    text.lines()
+        .find_map(|l| l.strip_prefix("rchar:"))
+        .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -104,14 +95,15 @@ mod tests {
             "rchar: 10\nwchar: 32\nsyscr: 1\nsyscw: 1\n",
         )
         .unwrap();
-        assert_eq!(io_chars(dir.path(), 5), Some(42));
+        assert_eq!(io_chars(dir.path(), 5), Some(10));
         std::fs::write(dir.path().join("5/io"), "rchar: x\n").unwrap();
         assert_eq!(io_chars(dir.path(), 5), None);
         assert_eq!(io_chars(dir.path(), 6), None);
-        // Our own counters are readable and move when we write.
+        // Our own counter is readable and moves when we read.
         let me = std::process::id();
-        let before = io_chars(Path::new("/proc"), me).unwrap();
         std::fs::write(dir.path().join("x"), vec![0u8; 4096]).unwrap();
+        let before = io_chars(Path::new("/proc"), me).unwrap();
+        let _ = std::fs::read(dir.path().join("x")).unwrap();
         assert!(io_chars(Path::new("/proc"), me).unwrap() >= before + 4096);
     }
 }

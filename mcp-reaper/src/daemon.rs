@@ -525,6 +525,23 @@ impl Agent {
                     .iter()
                     .filter_map(|k| crate::trees::pss_bytes(&self.opts.proc_root, k.tgid))
                     .sum();
+                // Only orphans that should be reaped age for alerting: an
+                // observed or dry-run orphan is a leak report, not a
+                // failing reap.
+                let mut t = t;
+                let enforced = t
+                    .reason
+                    .as_deref()
+                    .and_then(crate::policy::parse_reason)
+                    .is_some_and(|r| {
+                        t.state == crate::trees::TreeState::Orphaned
+                            && !self.opts.config.policy.dry_run
+                            && self.opts.config.policy.actions.get(r)
+                                == crate::config::Action::Enforce
+                    });
+                if !enforced {
+                    t.orphan_since = None;
+                }
                 (t, members.len() as u64, rss, pss)
             })
             .collect();

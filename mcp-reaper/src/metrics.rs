@@ -154,6 +154,7 @@ struct SourceTotals {
     exec: u64,
     fork: u64,
     exit: u64,
+    close: u64,
     lost: u64,
     decode_errors: u64,
 }
@@ -560,6 +561,7 @@ impl Metrics {
             (EventKind::Exec, delta(&mut last.exec, c.exec)),
             (EventKind::Fork, delta(&mut last.fork, c.fork)),
             (EventKind::Exit, delta(&mut last.exit, c.exit)),
+            (EventKind::Close, delta(&mut last.close, c.close)),
         ];
         for (kind, d) in pairs {
             self.events.with_label_values(&[kind.as_str()]).inc_by(d);

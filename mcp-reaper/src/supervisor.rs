@@ -93,6 +93,10 @@ pub struct Supervisor {
     trees: HashMap<ProcKey, TreeRecord>,
     recheck: HashSet<ProcKey>,
     last_reconcile: Instant,
+    /// Idle clocks of live trees.
+    activity: crate::activity::ActivityBook,
+    /// How long each live tree has been silent, at its last check.
+    idle_for: HashMap<ProcKey, Duration>,
     /// Trees that became orphaned since the last `take_detected`.
     detected: Vec<(TreeRecord, Vec<ProcKey>)>,
     /// Recent tree starts per (host, server), to spot respawn loops.
@@ -126,6 +130,8 @@ impl Supervisor {
             trees: HashMap::new(),
             recheck: HashSet::new(),
             last_reconcile: Instant::now(),
+            activity: crate::activity::ActivityBook::default(),
+            idle_for: HashMap::new(),
             detected: Vec::new(),
             starts: Vec::new(),
             respawns: Vec::new(),
@@ -258,9 +264,57 @@ impl Supervisor {
                     let _ = src.watch_member(key, root);
                 }
             }
-            None if !self.trees.contains_key(&key) => self.add_tree(key, tracker, ebpf),
-            None => {}
+            None => {
+                // The root is the topmost server of an unbroken line of
+                // servers (npm exec above sh -c above node), even when the
+                // ancestors' own execs have not been classified yet.
+                let root = self.topmost_server(key, tracker);
+                if !self.trees.contains_key(&root) {
+                    self.add_tree(root, tracker, ebpf);
+                }
+            }
         }
+    }
+
+    /// Whether `key` runs a server (classified from /proc on demand).
+    fn is_server(&mut self, key: ProcKey) -> bool {
+        if self.servers.contains(&key) {
+            return true;
+        }
+        if !self.infos.contains_key(&key) {
+            match procscan::read_process(&self.proc_root, key.tgid) {
+                Ok(info) if info.key == key => {
+                    self.infos.insert(key, info);
+                }
+                _ => return false,
+            }
+        }
+        let Some(info) = self.infos.get(&key) else {
+            return false;
+        };
+        let v = view(info);
+        let server = !self.config.is_protected(&v)
+            && self.config.classify_relay(&v).is_none()
+            && self.config.classify_host(&v).is_none()
+            && self.config.classify_server(&v).is_some();
+        if server {
+            self.servers.insert(key);
+        }
+        server
+    }
+
+    fn topmost_server(&mut self, key: ProcKey, tracker: &Tracker) -> ProcKey {
+        let mut top = key;
+        for _ in 0..64 {
+            let Some(parent) = self.parent_of(top, tracker).filter(|p| p.tgid > 1) else {
+                break;
+            };
+            if !self.is_server(parent) {
+                break;
+            }
+            top = parent;
+        }
+        top
     }
 
     fn parent_of(&self, key: ProcKey, tracker: &Tracker) -> Option<ProcKey> {
@@ -521,6 +575,31 @@ impl Supervisor {
                 }
             }
         }
+        // Heuristics, for live trees only: silent for longer than
+        // `idle_after` is `idle`; idle while a newer tree of the same
+        // server under the same host is in use is `superseded`.
+        if state == TreeState::Live {
+            let reads: u64 = members
+                .iter()
+                .filter_map(|m| crate::activity::io_chars(&self.proc_root, m.tgid))
+                .sum();
+            let idle_for = self.activity.sample(root, reads, Instant::now());
+            self.idle_for.insert(root, idle_for);
+            if idle_for >= self.config.policy.idle_after {
+                state = TreeState::Suspect;
+                let rec = &self.trees[&root];
+                let newer_in_use = self.trees.values().any(|t| {
+                    t.root != root
+                        && t.host == rec.host
+                        && t.server == rec.server
+                        && t.root.start_ticks > root.start_ticks
+                        && t.state == TreeState::Live
+                });
+                reason = Some(if newer_in_use { "superseded" } else { "idle" }.into());
+            }
+        } else {
+            self.idle_for.remove(&root);
+        }
         let Some(rec) = self.trees.get_mut(&root) else {
             return false;
         };
@@ -528,6 +607,11 @@ impl Supervisor {
             state == TreeState::Orphaned && (rec.orphan_since.is_none() || rec.reason != reason);
         if state == TreeState::Orphaned {
             if newly_orphaned {
+                rec.orphan_since = Some(Instant::now());
+            }
+        } else if state == TreeState::Suspect {
+            // A suspicion's clock starts when it is first raised.
+            if rec.state != TreeState::Suspect || rec.reason != reason {
                 rec.orphan_since = Some(Instant::now());
             }
         } else {

@@ -460,3 +460,67 @@ fn escaped_and_forking_descendants_are_reaped_too() {
     let reaps = daemon.read(|s| s.reaps.clone());
     assert_eq!(reaps.len(), 2, "{reaps:?}");
 }
+
+/// Issue scenario: the host keeps the fd but stops talking. The tree turns
+/// `suspect` (idle) only after `idle_after`, is reported, never orphaned
+/// and never reaped; once a newer tree of the same server under the same
+/// host is in use, the idle one is `superseded`, still only reported.
+#[test]
+fn silent_sessions_turn_suspect_after_idle_after_and_are_only_reported() {
+    if !privileged("silent_sessions_turn_suspect_after_idle_after_and_are_only_reported") {
+        return;
+    }
+    let cfg = Config::from_toml_str(
+        &format!("{}\nidle_after = \"3s\"\n", HOST_RULE.trim_end()),
+        "idle",
+    )
+    .unwrap();
+    let daemon = Daemon::start(SourceChoice::Ebpf, cfg);
+    let mut host = TestHost::start();
+    let old = host.spawn("old", Transport::Socket, &[]);
+    daemon.wait_tracked_live(old.pid);
+    let pids = server_tree_pids(old.pid);
+    host.silence("old");
+    let state_of = |pid: u32| {
+        daemon.read(|s| {
+            s.trees
+                .iter()
+                .find(|t| t.root.tgid == pid)
+                .map(|t| (t.state, t.reason.clone()))
+        })
+    };
+    // Not before idle_after: still live one second in.
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        state_of(old.pid).map(|s| s.0),
+        Some(mcp_reaper::trees::TreeState::Live)
+    );
+    assert!(wait_until(Duration::from_secs(15), || state_of(old.pid)
+        == Some((
+            mcp_reaper::trees::TreeState::Suspect,
+            Some("idle".into())
+        ))));
+    // A newer session of the same server, in use, supersedes it.
+    let new = host.spawn("new", Transport::Socket, &[]);
+    daemon.wait_tracked_live(new.pid);
+    let superseded = wait_until(Duration::from_secs(15), || {
+        assert!(host.ping("new"));
+        state_of(old.pid)
+            == Some((
+                mcp_reaper::trees::TreeState::Suspect,
+                Some("superseded".into()),
+            ))
+    });
+    assert!(superseded, "old tree: {:?}", state_of(old.pid));
+    assert!(
+        all_alive(&pids),
+        "suspect trees are never reaped by default"
+    );
+    assert!(host.ping("old"), "and the idle session still works");
+    assert!(daemon.read(|s| s.reaps.is_empty()));
+    assert!(daemon.read(|s| {
+        s.reported
+            .iter()
+            .any(|r| r.root.tgid == old.pid && r.decision == Decision::Observe)
+    }));
+}
