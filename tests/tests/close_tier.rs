@@ -10,7 +10,7 @@ use std::{
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin, Command, Stdio},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use mcp_reaper::{
@@ -409,74 +409,4 @@ fn without_the_close_tier_the_source_says_why_and_still_loads() {
     .expect("process programs load without the close tier");
     assert!(!src.close_tier());
     assert_eq!(src.close_tier_reason(), Some("disabled by option"));
-}
-
-/// Not an assertion: the cost the close tier adds to syscalls. Run with
-/// `--ignored --nocapture` on an otherwise idle machine.
-#[test]
-#[ignore = "measurement"]
-fn measure_close_tier_overhead() {
-    if !privileged("measure_close_tier_overhead") {
-        return;
-    }
-    // The fastest of 7 rounds: the machine is shared, the minimum is the
-    // least disturbed.
-    fn per_call(n: u32, f: impl Fn()) -> f64 {
-        (0..7)
-            .map(|_| {
-                let t = Instant::now();
-                for _ in 0..n / 7 {
-                    f();
-                }
-                t.elapsed().as_nanos() as f64 / f64::from(n / 7)
-            })
-            .fold(f64::INFINITY, f64::min)
-    }
-    // SAFETY: syscalls without side effects on this process (close(-1) is
-    // EBADF, getppid reads).
-    let close_bad = || unsafe {
-        libc::syscall(libc::SYS_close, -1i64);
-    };
-    let getppid = || unsafe {
-        libc::syscall(libc::SYS_getppid);
-    };
-    const N: u32 = 2_000_000;
-    per_call(N, close_bad); // warm-up
-    let base = (per_call(N, close_bad), per_call(N, getppid));
-    runtime().block_on(async {
-        let no_close = EbpfSource::load(&EbpfOptions {
-            close_tier: false,
-            ..EbpfOptions::default()
-        })
-        .unwrap();
-        let procs_only = (per_call(N, close_bad), per_call(N, getppid));
-        drop(no_close);
-        let after_unload = (per_call(N, close_bad), per_call(N, getppid));
-        let mut src = EbpfSource::load(&EbpfOptions::default()).unwrap();
-        assert!(src.close_tier());
-        let unwatched = (per_call(N, close_bad), per_call(N, getppid));
-        // This process as a HOST: close(-1) walks to the fd-table bound.
-        let me = std::process::id();
-        src.watch_host(ProcKey::new(me, start_ticks(me).unwrap()))
-            .unwrap();
-        let watched = (per_call(N, close_bad), per_call(N, getppid));
-        eprintln!("ns per call (close(-1), getppid):");
-        eprintln!("  no programs        {:.0} {:.0}", base.0, base.1);
-        eprintln!(
-            "  process tier only  {:.0} {:.0}",
-            procs_only.0, procs_only.1
-        );
-        eprintln!(
-            "  unloaded again     {:.0} {:.0}",
-            after_unload.0, after_unload.1
-        );
-        eprintln!(
-            "  close tier, unwatched {:.0} {:.0}",
-            unwatched.0, unwatched.1
-        );
-        eprintln!(
-            "  close tier, watched host {:.0} {:.0}",
-            watched.0, watched.1
-        );
-    });
 }
