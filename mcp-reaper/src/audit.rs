@@ -129,6 +129,13 @@ pub struct AuditTree {
     pub host: Option<AuditHost>,
     pub session_id: Option<String>,
     pub owner_fds: Vec<AuditOwnerFd>,
+    /// Relay chain, session owner first, down to the hop holding the
+    /// tree's stdio (empty when the host holds it directly).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ProcRef>,
+    /// The link whose upstream end was released, when orphaned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub released_link: Option<ProcRef>,
 }
 
 impl From<&TreeView> for AuditTree {
@@ -153,6 +160,15 @@ impl From<&TreeView> for AuditTree {
                     fd: o.fd,
                 })
                 .collect(),
+            chain: t
+                .chain
+                .iter()
+                .map(|h| ProcRef {
+                    tgid: h.pid,
+                    start_ticks: h.start_ticks,
+                })
+                .collect(),
+            released_link: t.released_link.map(Into::into),
         }
     }
 }
@@ -701,6 +717,11 @@ mod tests {
             host: None,
             session_id: Some("s-1".into()),
             owner_fds: vec![AuditOwnerFd { pid: 9, fd: 5 }],
+            chain: vec![ProcRef {
+                tgid: 9,
+                start_ticks: 1,
+            }],
+            released_link: None,
         });
         r.members = vec![AuditMember::new(10, 20, cmdline)];
         r.signals = vec![AuditSignal {

@@ -55,6 +55,8 @@ fn audit_tree(t: &TreeRecord) -> AuditTree {
                 fd: o.fd,
             })
             .collect(),
+        chain: t.chain.iter().map(|k| (*k).into()).collect(),
+        released_link: t.released_link.map(Into::into),
     }
 }
 
