@@ -23,13 +23,14 @@ use anyhow::{Context as _, Result, bail};
 use rustix::process::{Pid, Signal, kill_process_group};
 
 use super::daemon::Daemon;
+use super::scrape::wait_live_trees;
 use super::{Context, Section};
 
 const TITLE: &str = "Orphan detection and reap latency";
 /// bash stays the tree's root (it runs `sleep` as a child and then `exit`),
 /// so its command line keeps matching the rule for the tree's whole life.
 const SERVER_SCRIPT: &str = "# mcp-fake-server\nsleep 600; exit 0";
-const CONFIG: &str = r#"[[server]]
+pub(super) const CONFIG: &str = r#"[[server]]
 name = "fake"
 cmdline = 'bash -c # mcp-fake-server(?s:.*)'
 
@@ -67,15 +68,19 @@ pub struct Args {
     /// Latency spawn-storm rounds, alternating no daemon / daemon (at least 2).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
     storm_rounds: u32,
+    /// Chained sessions (host -> relay -> anchor -> fake server, through
+    /// tests/hosts/chain_host.py) ended one by one; 0 skips the chained row.
+    #[arg(long, default_value_t = 50)]
+    chained_trees: u32,
 }
 
 /// A scratch directory, removed when dropped.
-struct Scratch(PathBuf);
+pub(super) struct Scratch(pub(super) PathBuf);
 
 impl Scratch {
-    fn new() -> Result<Self> {
+    pub(super) fn new(bench: &str) -> Result<Self> {
         let dir =
-            std::env::temp_dir().join(format!("mcp-reaper-bench-latency-{}", std::process::id()));
+            std::env::temp_dir().join(format!("mcp-reaper-bench-{bench}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
         Ok(Self(dir))
@@ -96,12 +101,12 @@ struct FakeServer {
 
 /// Fake servers; dropping it kills every one's process group and waits.
 #[derive(Default)]
-struct Fleet {
+pub(super) struct Fleet {
     servers: Vec<FakeServer>,
 }
 
 impl Fleet {
-    fn start(count: u32) -> Result<Self> {
+    pub(super) fn start(count: u32) -> Result<Self> {
         let mut fleet = Self::default();
         for i in 0..count {
             let (ours, theirs) = UnixStream::pair().context("socketpair")?;
@@ -320,22 +325,38 @@ fn run_tier(ctx: &Context, args: &Args, source: &'static str, dir: &Path) -> Res
         closed_us.push(t);
         std::thread::sleep(gap);
     }
+    wait_reaped(&audit, &pids);
+    daemon.stop()?;
+    drop(fleet);
+    Ok(tier_result(source, &audit, &pids, &closed_us, discovery))
+}
+
+/// Until every one of `pids` has a `reap` record, or `REAP_TIMEOUT`.
+fn wait_reaped(audit: &Path, pids: &[u32]) {
     let deadline = Instant::now() + REAP_TIMEOUT;
-    let mut results = read_audit(&audit);
+    let mut results = read_audit(audit);
     while Instant::now() < deadline
         && !pids
             .iter()
             .all(|p| results.get(p).is_some_and(|r| r.reaped_ms.is_some()))
     {
         std::thread::sleep(Duration::from_millis(200));
-        results = read_audit(&audit);
+        results = read_audit(audit);
     }
-    daemon.stop()?;
-    drop(fleet);
-    results = read_audit(&audit);
+}
+
+/// Detection and reap figures of `pids` (closed at `closed_us`) from the audit log.
+fn tier_result(
+    source: &'static str,
+    audit: &Path,
+    pids: &[u32],
+    closed_us: &[i64],
+    discovery: Duration,
+) -> TierResult {
+    let results = read_audit(audit);
     let mut detect_us = Vec::new();
     let mut reap_ms = Vec::new();
-    for (pid, closed) in pids.iter().zip(&closed_us) {
+    for (pid, closed) in pids.iter().zip(closed_us) {
         if let Some(r) = results.get(pid) {
             if let Some(d) = r.detected_us {
                 detect_us.push(d - closed);
@@ -346,7 +367,7 @@ fn run_tier(ctx: &Context, args: &Args, source: &'static str, dir: &Path) -> Res
         }
     }
     let ours = || pids.iter().filter_map(|p| results.get(p));
-    Ok(TierResult {
+    TierResult {
         source,
         trees: pids.len(),
         discovery,
@@ -354,11 +375,11 @@ fn run_tier(ctx: &Context, args: &Args, source: &'static str, dir: &Path) -> Res
         reap_ms,
         reasons: tally(ours().filter_map(|r| r.reason.clone())),
         outcomes: tally(ours().filter_map(|r| r.outcome.clone())),
-    })
+    }
 }
 
 /// Nearest-rank percentile of sorted values.
-fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
+pub(super) fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
     if sorted.is_empty() {
         return None;
     }
@@ -445,15 +466,281 @@ fn run_storm(ctx: &Context, args: &Args, dir: &Path) -> Result<StormResult> {
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
-    let scratch = Scratch::new()?;
+    let scratch = Scratch::new("latency")?;
     let config = scratch.0.join("config.toml");
     std::fs::write(&config, CONFIG).with_context(|| format!("write {}", config.display()))?;
     let mut tiers = Vec::new();
     for source in TIERS {
         tiers.push(run_tier(ctx, args, source, &scratch.0)?);
     }
+    if args.chained_trees > 0 {
+        tiers.push(chained::run(ctx, args, &scratch.0)?);
+    }
     let storm = run_storm(ctx, args, &scratch.0)?;
     Ok(summarize(ctx, args, &tiers, &storm))
+}
+
+/// The chained-host variant: this process is an OpenClaw-shaped host
+/// (`tests/hosts/chain_host.py`'s relay and anchor roles; this process plays
+/// the host role itself). Per session it starts `chain_host.py relay` with
+/// stdin/stdout on a socketpair (the top-level socket, whose other end it
+/// keeps) and a lineage socketpair end as fd 3; the relay starts
+/// `chain_host.py anchor --stuck` (setsid), which starts a fake server. The
+/// anchor is `--stuck`: without it, the anchor kills the server itself on
+/// upstream EOF and the daemon has nothing to detect. A session ends when
+/// this process closes the top-level and lineage sockets: the relay exits,
+/// and the daemon detects the server tree as released by its relay.
+mod chained {
+    use std::net::{SocketAddr, TcpListener};
+    use std::os::fd::AsFd as _;
+    use std::os::unix::net::UnixStream;
+    use std::os::unix::process::CommandExt as _;
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use anyhow::{Context as _, Result, bail};
+    use rustix::process::{Pid, Signal, kill_process_group};
+
+    use super::{
+        Args, BATCH, BATCH_PAUSE, CONFIG, DISCOVERY_TIMEOUT, SERVER_SCRIPT, SETTLE, TierResult,
+        now_us, tier_result, wait_live_trees, wait_reaped,
+    };
+    use crate::bench::Context;
+    use crate::bench::daemon::Daemon;
+    use crate::cmd::repo_root;
+
+    pub(super) const SOURCE: &str = "ebpf (chained host)";
+    const START_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Puts the fd named by argv[1] at fd 3 and execs argv[2..].
+    const LAUNCH: &str = "import os, sys\nn = int(sys.argv[1])\nif n != 3:\n    \
+                          os.dup2(n, 3)\n    os.close(n)\nos.execv(sys.argv[2], sys.argv[2:])";
+
+    struct Chain {
+        relay: Child,
+        anchor: Option<u32>,
+        root: u32,
+        top: Option<UnixStream>,
+        lineage: Option<UnixStream>,
+    }
+
+    /// Chains; dropping it closes every socket, kills the anchors' process
+    /// groups (anchor and server) and the relays, and waits for the relays.
+    #[derive(Default)]
+    struct Chains(Vec<Chain>);
+
+    impl Drop for Chains {
+        fn drop(&mut self) {
+            for c in &mut self.0 {
+                c.top = None;
+                c.lineage = None;
+                let anchor = c.anchor.or_else(|| children(c.relay.id()).first().copied());
+                for pid in [anchor, Some(c.relay.id())].into_iter().flatten() {
+                    if let Some(pid) = Pid::from_raw(i32::try_from(pid).unwrap_or(0)) {
+                        let _ = kill_process_group(pid, Signal::KILL);
+                    }
+                }
+            }
+            for c in &mut self.0 {
+                let _ = c.relay.kill();
+                let _ = c.relay.wait();
+            }
+        }
+    }
+
+    fn children(pid: u32) -> Vec<u32> {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    }
+
+    /// The interpreter `python3` runs, by its real path.
+    fn python() -> Result<String> {
+        let out = Command::new("python3")
+            .args(["-c", "import sys; print(sys.executable)"])
+            .output()
+            .context("run python3 (the chained host's relay and anchor are Python)")?;
+        let path = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !out.status.success() || path.is_empty() {
+            bail!("python3 did not report its executable");
+        }
+        Ok(path)
+    }
+
+    /// `s` as a regex matching itself.
+    fn regex_escape(s: &str) -> String {
+        let mut out = String::with_capacity(s.len());
+        for c in s.chars() {
+            if "\\.+*?()|[]{}^$#&-~".contains(c) {
+                out.push('\\');
+            }
+            out.push(c);
+        }
+        out
+    }
+
+    /// The latency config plus a host rule for this process, naming
+    /// chain_host.py's relay and anchor as relays.
+    fn chained_config() -> Result<String> {
+        let exe = std::fs::read("/proc/self/cmdline").context("read /proc/self/cmdline")?;
+        let argv0 =
+            String::from_utf8_lossy(exe.split(|&b| b == 0).next().unwrap_or_default()).into_owned();
+        if argv0.contains('\'') {
+            bail!("this program's path {argv0:?} cannot go in a TOML literal string");
+        }
+        Ok(format!(
+            "{CONFIG}\n[[host]]\nname = \"bench\"\ncmdline = '{}(?s: .*)?'\n\
+             relays = [ {{ cmdline = '(?:\\S*/)?python3(?:\\.\\d+)? \\S*chain_host\\.py (?:relay|anchor)(?s: .*)?' }} ]\n\
+             lineage_fds = [3]\n",
+            regex_escape(&argv0)
+        ))
+    }
+
+    fn start_chain(py: &str, script: &str, npm_dir: &Path) -> Result<Chain> {
+        let (top, theirs) = UnixStream::pair().context("socketpair")?;
+        let theirs_out = theirs.try_clone().context("dup socket")?;
+        let (lineage, lineage_child) = UnixStream::pair().context("socketpair")?;
+        // Inherited across exec (only by this child: it is dropped right after).
+        rustix::io::fcntl_setfd(lineage_child.as_fd(), rustix::io::FdFlags::empty())
+            .context("clear FD_CLOEXEC")?;
+        let lfd = std::os::fd::AsRawFd::as_raw_fd(&lineage_child).to_string();
+        let relay = Command::new(py)
+            .args([
+                "-c",
+                LAUNCH,
+                &lfd,
+                py,
+                script,
+                "relay",
+                "--lineage-fd",
+                "3",
+                "--",
+            ])
+            .args([py, script, "anchor", "--lineage-fd", "3", "--stuck", "--"])
+            .args(["bash", "-c", SERVER_SCRIPT])
+            .env("MCP_REAPER_NPM_DIR", npm_dir)
+            .stdin(Stdio::from(std::os::fd::OwnedFd::from(theirs)))
+            .stdout(Stdio::from(std::os::fd::OwnedFd::from(theirs_out)))
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .context("start chain_host.py relay")?;
+        drop(lineage_child);
+        let mut chain = Chain {
+            relay,
+            anchor: None,
+            root: 0,
+            top: Some(top),
+            lineage: Some(lineage),
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while Instant::now() < deadline {
+            for a in children(chain.relay.id()) {
+                chain.anchor = Some(a);
+                let kids = children(a);
+                let bash = kids.iter().copied().find(|k| {
+                    std::fs::read_to_string(format!("/proc/{k}/comm"))
+                        .is_ok_and(|c| c.trim() == "bash")
+                });
+                if let Some(root) = bash {
+                    chain.root = root;
+                    return Ok(chain);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Dropped through a one-chain guard, so nothing is left behind.
+        drop(Chains(vec![chain]));
+        bail!(
+            "no fake server under the chain within {} s",
+            START_TIMEOUT.as_secs()
+        )
+    }
+
+    fn free_addr() -> Result<SocketAddr> {
+        let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+        l.local_addr().context("local address")
+    }
+
+    pub(super) fn run(ctx: &Context, args: &Args, dir: &Path) -> Result<TierResult> {
+        let py = python()?;
+        let script = repo_root().join("tests/hosts/chain_host.py");
+        if !script.is_file() {
+            bail!("{} is missing", script.display());
+        }
+        let script = script.display().to_string();
+        let config = dir.join("config-chained.toml");
+        std::fs::write(&config, chained_config()?)
+            .with_context(|| format!("write {}", config.display()))?;
+        let audit = dir.join("audit-chained.jsonl");
+        let _ = std::fs::remove_file(&audit);
+        let addr = free_addr()?;
+        let p = |path: &Path| path.display().to_string();
+        let daemon_args = [
+            "run".to_owned(),
+            "--source".into(),
+            "ebpf".into(),
+            "--config".into(),
+            p(&config),
+            "--listen".into(),
+            addr.to_string(),
+            "--audit-log".into(),
+            p(&audit),
+            "--control-socket".into(),
+            p(&dir.join("c.sock")),
+        ];
+        let daemon_args: Vec<&str> = daemon_args.iter().map(String::as_str).collect();
+        let daemon = Daemon::start(&ctx.daemon_bin, &daemon_args)
+            .context("start the daemon (--source ebpf, chained host)")?;
+        let mut chains = Chains::default();
+        for i in 0..args.chained_trees {
+            chains.0.push(
+                start_chain(&py, &script, dir)
+                    .with_context(|| format!("chain {} of {}", i + 1, args.chained_trees))?,
+            );
+            if (i + 1).is_multiple_of(BATCH) {
+                std::thread::sleep(BATCH_PAUSE);
+            }
+        }
+        let pids: Vec<u32> = chains.0.iter().map(|c| c.root).collect();
+        std::thread::sleep(SETTLE);
+        let discovery = SETTLE + wait_live_trees(addr, args.chained_trees, DISCOVERY_TIMEOUT)?;
+        println!(
+            "latency ({SOURCE}): {} trees live {:.1} s after the last spawn; ending sessions",
+            pids.len(),
+            discovery.as_secs_f64()
+        );
+        let gap = Duration::from_millis(args.release_gap_ms);
+        let mut closed_us = Vec::with_capacity(pids.len());
+        for c in &mut chains.0 {
+            let (top, lineage) = (c.top.take(), c.lineage.take());
+            let t = now_us();
+            drop(top);
+            drop(lineage);
+            closed_us.push(t);
+            std::thread::sleep(gap);
+        }
+        wait_reaped(&audit, &pids);
+        daemon.stop()?;
+        drop(chains);
+        Ok(tier_result(SOURCE, &audit, &pids, &closed_us, discovery))
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn escapes_paths() {
+            assert_eq!(
+                regex_escape("/work/main/target/debug/xtask"),
+                "/work/main/target/debug/xtask"
+            );
+            assert_eq!(regex_escape("/a.b/c+d"), "/a\\.b/c\\+d");
+        }
+    }
 }
 
 fn ms(us: i64) -> String {
@@ -542,6 +829,21 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
     }
     body.push('\n');
     body.push_str(&notes);
+    if let Some(t) = tiers.iter().find(|t| t.source == chained::SOURCE) {
+        let _ = writeln!(
+            body,
+            "\n`{}`: this process plays the host of {} relay chains as `tests/hosts/chain_host.py` \
+             shapes them (host -> `chain_host.py relay` -> `chain_host.py anchor --stuck` (setsid) -> \
+             fake server; stdio socketpairs at every hop, a lineage socketpair as fd 3), under a \
+             config that adds a `[[host]]` rule for this process with the relay and anchor as \
+             `relays` and `lineage_fds = [3]`. Trees are found live through `/metrics` \
+             (`--listen 127.0.0.1:<port>`). A session ends when this process closes its top-level \
+             and lineage sockets ({} ms apart); the relay then exits. The anchor is `--stuck` (it \
+             keeps the server's stdio): a non-stuck anchor tears the server down itself, leaving the \
+             daemon nothing to detect. Detection is measured from that close, as above.",
+            t.source, t.trees, args.release_gap_ms
+        );
+    }
 
     let ebpf_p99 = tiers
         .iter()

@@ -9,6 +9,7 @@ mod daemon;
 mod latency;
 mod report;
 mod scan;
+mod scrape;
 mod spawn_storm;
 
 use std::path::PathBuf;
@@ -34,6 +35,11 @@ pub struct BenchArgs {
     scan: scan::Args,
     #[command(flatten)]
     latency: latency::Args,
+    #[command(flatten)]
+    scrape: scrape::Args,
+    /// File the sections are written to (default: BENCHMARKS.md at the repository root).
+    #[arg(long, value_name = "PATH")]
+    out: Option<PathBuf>,
 }
 
 #[derive(ValueEnum, Clone, Copy, PartialEq, Eq)]
@@ -42,8 +48,10 @@ enum BenchName {
     SpawnStorm,
     /// `mcp-reaper scan --json` vs a `ps aux | grep | wc -l` pipeline, 2000 extra processes.
     Scan,
-    /// Orphan detection and reap latency per tier (eBPF, poll), and a spawn storm with live trees.
+    /// Orphan detection and reap latency per tier (eBPF, poll, eBPF with a chained host), and a spawn storm with live trees.
     Latency,
+    /// `/metrics` scrape latency, daemon memory and CPU at rest with 1000 live trees among 10000 processes.
+    Scrape,
 }
 
 /// What every benchmark needs to know and to record.
@@ -92,7 +100,10 @@ pub fn run(args: &BenchArgs) -> Result<ExitCode> {
         machine: machine(),
         busy_note: busy_note(),
     };
-    let path = repo_root().join("BENCHMARKS.md");
+    let path = args
+        .out
+        .clone()
+        .unwrap_or_else(|| repo_root().join("BENCHMARKS.md"));
     let mut missed = Vec::new();
     for name in names {
         let section = run_one(&ctx, args, name)?;
@@ -114,6 +125,7 @@ fn run_one(ctx: &Context, args: &BenchArgs, name: BenchName) -> Result<Section> 
         BenchName::SpawnStorm => spawn_storm::run(ctx, &args.spawn_storm),
         BenchName::Scan => scan::run(ctx, &args.scan),
         BenchName::Latency => latency::run(ctx, &args.latency),
+        BenchName::Scrape => scrape::run(ctx, &args.scrape),
     }
 }
 
