@@ -13,7 +13,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use anyhow::Context as _;
 use serde::Serialize;
 use tokio::{sync::mpsc, task::JoinHandle};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
@@ -120,6 +120,9 @@ pub struct Agent {
     supervisor: Supervisor,
     reap_tx: mpsc::UnboundedSender<ReapDone>,
     reap_rx: mpsc::UnboundedReceiver<ReapDone>,
+    /// The pidfd tier's per-tree watches (None in the other tiers).
+    stdin_watch: Option<crate::stdin_watch::StdinWatch>,
+    wake_rx: Option<mpsc::UnboundedReceiver<crate::stdin_watch::Wake>>,
     shared: Arc<std::sync::Mutex<Shared>>,
     opts: AgentOptions,
 }
@@ -143,6 +146,16 @@ impl Agent {
         let counters = Arc::new(SourceCounters::default());
         let (ebpf, active, why) = match opts.source {
             SourceChoice::Poll => (None, ActiveSource::Poll, "chosen with --source poll".into()),
+            SourceChoice::Pidfd => {
+                crate::stdin_watch::probe()
+                    .map_err(|e| anyhow::anyhow!(e))
+                    .context("pidfd event source")?;
+                (
+                    None,
+                    ActiveSource::Pidfd,
+                    "chosen with --source pidfd".into(),
+                )
+            }
             SourceChoice::Ebpf => {
                 let src = EbpfSource::load(&opts.ebpf).context("eBPF event source")?;
                 (
@@ -157,16 +170,37 @@ impl Agent {
                     ActiveSource::Ebpf,
                     "tp_btf programs loaded".into(),
                 ),
-                Err(e) => {
-                    let why = format!("eBPF unavailable ({e:#}); polling /proc instead");
-                    warn!("{why}");
-                    (None, ActiveSource::Poll, why)
-                }
+                Err(e) => match crate::stdin_watch::probe() {
+                    Ok(()) => {
+                        let why = format!(
+                            "eBPF unavailable ({e:#}); polling /proc with pidfd and stdin wakes"
+                        );
+                        warn!("{why}");
+                        (None, ActiveSource::Pidfd, why)
+                    }
+                    Err(p) => {
+                        let why = format!(
+                            "eBPF unavailable ({e:#}) and pidfd_getfd unusable ({p}); \
+                             polling /proc instead"
+                        );
+                        warn!("{why}");
+                        (None, ActiveSource::Poll, why)
+                    }
+                },
             },
         };
         let reporting = match active {
             ActiveSource::Ebpf => ExitReporting::WatchedOnly,
-            ActiveSource::Poll => ExitReporting::All,
+            ActiveSource::Pidfd | ActiveSource::Poll => ExitReporting::All,
+        };
+        // Only the pidfd tier runs the watches: each tier works alone, and
+        // the eBPF tier already sees closes and exits in the kernel.
+        let (stdin_watch, wake_rx) = match active {
+            ActiveSource::Pidfd => {
+                let (w, rx) = crate::stdin_watch::StdinWatch::new();
+                (Some(w), Some(rx))
+            }
+            ActiveSource::Ebpf | ActiveSource::Poll => (None, None),
         };
         let mut tracker = Tracker::new(opts.max_processes).with_exit_reporting(reporting);
         // Attach first, snapshot second: a process born in between is in
@@ -208,6 +242,8 @@ impl Agent {
             supervisor,
             reap_tx,
             reap_rx,
+            stdin_watch,
+            wake_rx,
             shared: Arc::new(std::sync::Mutex::new(Shared::default())),
             opts,
         })
@@ -357,6 +393,17 @@ impl Agent {
         for (record, members) in self.supervisor.take_detected() {
             self.opts.reporter.orphan_detected(&record, &members, None);
         }
+        // Owners of trees are watched as hosts (unless the kernel already
+        // tracks them), so their closes reach the close tier at once.
+        for owner in self.supervisor.take_owner_hosts() {
+            if let Some(src) = self.ebpf.as_mut()
+                && src.watched(owner.tgid).is_none()
+                && procscan::is_alive(&self.opts.proc_root, owner)
+                && let Err(e) = src.watch_host(owner)
+            {
+                tracing::debug!("cannot watch owner {owner}: {e:#}");
+            }
+        }
         if let Some(m) = &self.opts.reporter.metrics {
             for (host, server) in self.supervisor.take_respawns() {
                 m.respawn(&host, &server);
@@ -384,6 +431,14 @@ impl Agent {
                     });
                 }
             }
+        }
+        if let Some(w) = &mut self.stdin_watch {
+            // New trees get watches; forgotten ones lose theirs (and their
+            // stdin duplicates) now.
+            w.sync(
+                self.supervisor.trees().map(|t| t.root),
+                &self.opts.proc_root,
+            );
         }
         let trees: Vec<_> = self.supervisor.trees().cloned().collect();
         let status = self.status();
@@ -492,11 +547,23 @@ impl Agent {
                     }
                 },
                 Some(done) = self.reap_rx.recv() => self.finish_reap(done),
+                Some(wake) = next_wake(&mut self.wake_rx) => self.wake(wake),
                 _ = supervise.tick() => self.supervise(),
                 _ = gc.tick() => self.gc(),
                 _ = refresh.tick() => self.refresh_metrics(),
             }
         }
+    }
+
+    /// A pidfd-tier wake: re-check that tree at this tick, and at once
+    /// when it is the only thing to do.
+    fn wake(&mut self, wake: crate::stdin_watch::Wake) {
+        debug!(?wake, "pidfd tier wake");
+        self.supervisor.schedule_check(wake.root());
+        while let Some(w) = self.wake_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            self.supervisor.schedule_check(w.root());
+        }
+        self.supervise();
     }
 
     /// Tree gauges with memory, and the source's health, for /metrics.
@@ -546,6 +613,16 @@ impl Agent {
             })
             .collect();
         self.opts.reporter.trees(&trees);
+    }
+}
+
+/// The next pidfd-tier wake; never resolves in the other tiers.
+async fn next_wake(
+    rx: &mut Option<mpsc::UnboundedReceiver<crate::stdin_watch::Wake>>,
+) -> Option<crate::stdin_watch::Wake> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

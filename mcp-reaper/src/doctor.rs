@@ -95,6 +95,8 @@ pub enum CheckId {
     Kprobe,
     /// The daemon's own eBPF event source.
     EbpfSource,
+    /// `pidfd_open` + `pidfd_getfd` with ptrace access (the pidfd tier).
+    PidfdGetfd,
 }
 
 impl CheckId {
@@ -112,6 +114,7 @@ impl CheckId {
             Self::Lsm => "lsm",
             Self::Kprobe => "kprobe",
             Self::EbpfSource => "ebpf_source",
+            Self::PidfdGetfd => "pidfd_getfd",
         }
     }
 }
@@ -141,6 +144,9 @@ impl Check {
 pub enum Tier {
     /// Kernel programs report process events.
     Ebpf,
+    /// /proc scans plus wakes on tree roots' exits and stdin hangups
+    /// (degraded: forks and execs between scans are missed).
+    Pidfd,
     /// Periodic /proc scans (degraded: events between scans are missed).
     Poll,
     /// The daemon cannot run.
@@ -151,6 +157,7 @@ impl Tier {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ebpf => "ebpf",
+            Self::Pidfd => "pidfd",
             Self::Poll => "poll",
             Self::None => "none",
         }
@@ -225,6 +232,14 @@ pub fn diagnose() -> Report {
     let privileges = privileges(rustix::process::geteuid().as_raw(), parse_cap_eff(&status));
     checks.push(check_privileges(&privileges));
     checks.push(check_procfs());
+    checks.push(match crate::stdin_watch::probe() {
+        Ok(()) => Check::new(
+            CheckId::PidfdGetfd,
+            Status::Ok,
+            "pidfd_open and pidfd_getfd work, CAP_SYS_PTRACE effective",
+        ),
+        Err(e) => Check::new(CheckId::PidfdGetfd, Status::Warn, e),
+    });
 
     if privileges.can_load_bpf() {
         checks.extend(try_attach_types());
@@ -270,11 +285,11 @@ impl Report {
         self.checks.iter().find(|c| c.id == id)
     }
 
-    /// 0: eBPF tier; 3: poll tier only (degraded); 1: cannot run.
+    /// 0: eBPF tier; 3: pidfd or poll tier only (degraded); 1: cannot run.
     pub fn exit_code(&self) -> i32 {
         match self.tier {
             Tier::Ebpf => 0,
-            Tier::Poll => 3,
+            Tier::Pidfd | Tier::Poll => 3,
             Tier::None => 1,
         }
     }
@@ -352,6 +367,15 @@ pub fn conclude(checks: &[Check]) -> (Tier, String) {
         Some(c) => format!("eBPF event source failed ({})", short_failure(c)),
         None => "eBPF event source not tried".into(),
     };
+    if ok(CheckId::Procfs) && ok(CheckId::PidfdGetfd) {
+        return (
+            Tier::Pidfd,
+            format!(
+                "{why_not_ebpf}; /proc is readable and pidfd_getfd works, so the daemon polls \
+                 and wakes on tree roots' exits and stdin hangups (degraded)"
+            ),
+        );
+    }
     if ok(CheckId::Procfs) {
         return (
             Tier::Poll,
@@ -887,6 +911,28 @@ mod tests {
         assert_eq!(tier, Tier::Ebpf);
         assert!(reason.contains("fentry attaches"), "{reason}");
         assert!(reason.ends_with("hooks are available"), "{reason}");
+    }
+
+    #[test]
+    fn tier_is_pidfd_without_ebpf_when_pidfd_getfd_works() {
+        let checks = vec![
+            c(CheckId::Procfs, Status::Ok, "/proc readable"),
+            c(CheckId::PidfdGetfd, Status::Ok, "works"),
+            c(CheckId::EbpfSource, Status::Fail, "EPERM"),
+        ];
+        let (tier, reason) = conclude(&checks);
+        assert_eq!(tier, Tier::Pidfd);
+        assert!(reason.contains("pidfd_getfd works"), "{reason}");
+        let warn = vec![
+            c(CheckId::Procfs, Status::Ok, "/proc readable"),
+            c(CheckId::PidfdGetfd, Status::Warn, "CAP_SYS_PTRACE missing"),
+        ];
+        assert_eq!(conclude(&warn).0, Tier::Poll);
+        let mut with_ebpf = checks;
+        with_ebpf.push(c(CheckId::EbpfSource, Status::Ok, "loads"));
+        with_ebpf.retain(|x| x.id != CheckId::EbpfSource || x.status == Status::Ok);
+        assert_eq!(conclude(&with_ebpf).0, Tier::Ebpf);
+        assert_eq!(sample_report(Tier::Pidfd).exit_code(), 3);
     }
 
     #[test]

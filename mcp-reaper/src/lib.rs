@@ -6,7 +6,8 @@
 //! - `procscan`: reading /proc, hostile contents included.
 //! - `decode`: kernel ring-buffer records -> typed events.
 //! - `kernel_btf`: struct offsets from the running kernel's BTF.
-//! - `source`: event sources (eBPF, poll) feeding the tracker.
+//! - `source`: event sources (eBPF, pidfd, poll) feeding the tracker.
+//! - `stdin_watch`: the pidfd tier's root-exit and stdin-hangup wakes.
 //! - `tracker`: the process table and fork lineage.
 //! - `config`: the TOML configuration, host presets and server shapes.
 //! - `ownership`: who holds the far end of a tree's stdio (sock_diag, fds).
@@ -39,6 +40,7 @@ pub mod reaper;
 pub mod report;
 pub mod scan;
 pub mod source;
+pub mod stdin_watch;
 pub mod supervisor;
 pub mod tracker;
 pub mod trees;

@@ -27,7 +27,7 @@ owns its stdio, and ends the trees whose owner has let go.\n\n\
 Start with `mcp-reaper doctor` to see what this kernel allows, then run the daemon with \
 `mcp-reaper run` (as root).",
     after_help = "Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration error, \
-3 (doctor) degraded: only the poll tier can run."
+3 (doctor) degraded: only the pidfd or poll tier can run."
 )]
 struct Cli {
     /// Log format: human-readable lines or one JSON object per line.
@@ -56,7 +56,7 @@ enum Command {
     /// Stops cleanly on SIGINT or SIGTERM, detaching every kernel program.
     Run(RunArgs),
     /// Check what this kernel and these privileges allow, and which detection
-    /// tier `run` would use. Exit 0: eBPF tier; 3: poll tier only; 1: cannot run.
+    /// tier `run` would use. Exit 0: eBPF tier; 3: pidfd or poll tier only; 1: cannot run.
     Doctor {
         /// Print the report as JSON.
         #[arg(long)]
@@ -113,7 +113,9 @@ enum ConfigCommand {
 
 #[derive(clap::Args, Debug)]
 struct RunArgs {
-    /// Event source: `auto` uses eBPF when it loads and falls back to polling.
+    /// Event source: `auto` uses eBPF when it loads, else pidfd (polling plus
+    /// wakes on tree roots' exits and stdin hangups) when pidfd_getfd works,
+    /// else polling.
     #[arg(long, value_enum, default_value_t = SourceChoice::Auto)]
     source: SourceChoice,
 

@@ -93,6 +93,8 @@ pub struct Supervisor {
     trees: HashMap<ProcKey, TreeRecord>,
     recheck: HashSet<ProcKey>,
     last_reconcile: Instant,
+    /// Processes seen holding a tree's far end, to watch as hosts.
+    owner_hosts: Vec<ProcKey>,
     /// Idle clocks of live trees.
     activity: crate::activity::ActivityBook,
     /// How long each live tree has been silent, at its last check.
@@ -130,6 +132,7 @@ impl Supervisor {
             trees: HashMap::new(),
             recheck: HashSet::new(),
             last_reconcile: Instant::now(),
+            owner_hosts: Vec::new(),
             activity: crate::activity::ActivityBook::default(),
             idle_for: HashMap::new(),
             detected: Vec::new(),
@@ -199,6 +202,14 @@ impl Supervisor {
                     .map(|t| t.root);
                 self.recheck.extend(owned);
             }
+        }
+    }
+
+    /// Re-checks `root` at the next tick (a pidfd-tier wake: the root
+    /// exited or its stdin's far end hung up). Unknown roots are ignored.
+    pub fn schedule_check(&mut self, root: ProcKey) {
+        if self.trees.contains_key(&root) {
+            self.recheck.insert(root);
         }
     }
 
@@ -621,6 +632,9 @@ impl Supervisor {
             for o in &owners {
                 if !rec.owners_seen.contains(o) {
                     rec.owners_seen.push(*o);
+                    // Whoever holds a tree's far end is its host for the
+                    // kernel too: its closes are what end the session.
+                    self.owner_hosts.push(o.key);
                 }
             }
             rec.owner_fds = owners.iter().map(OwnerFd::from).collect();
@@ -643,6 +657,11 @@ impl Supervisor {
             self.detected.push((rec.clone(), members));
         }
         true
+    }
+
+    /// Owners seen since the last call (processes holding a tree's far end).
+    pub fn take_owner_hosts(&mut self) -> Vec<ProcKey> {
+        std::mem::take(&mut self.owner_hosts)
     }
 
     /// (host rule, server) of respawns since the last call.

@@ -217,6 +217,14 @@ fn poll_tier_reaps_exactly_the_released_sessions() {
     released_sessions_die_kept_sessions_live(SourceChoice::Poll, 6);
 }
 
+#[test]
+fn pidfd_tier_reaps_exactly_the_released_sessions() {
+    if !privileged("pidfd_tier_reaps_exactly_the_released_sessions") {
+        return;
+    }
+    released_sessions_die_kept_sessions_live(SourceChoice::Pidfd, 6);
+}
+
 /// Scenario 5: a host killed with SIGKILL; another host's tree survives.
 fn host_killed(source: SourceChoice) {
     let daemon = Daemon::start(source, config(""));
@@ -255,6 +263,14 @@ fn poll_tier_reaps_every_tree_of_a_killed_host_only() {
     host_killed(SourceChoice::Poll);
 }
 
+#[test]
+fn pidfd_tier_reaps_every_tree_of_a_killed_host_only() {
+    if !privileged("pidfd_tier_reaps_every_tree_of_a_killed_host_only") {
+        return;
+    }
+    host_killed(SourceChoice::Pidfd);
+}
+
 /// Scenarios 3 and 4: a live tree idle for longer than every timeout, and a
 /// host that calls shutdown() without closing: neither is touched.
 #[test]
@@ -262,7 +278,21 @@ fn idle_and_shut_down_but_open_sessions_are_never_reaped() {
     if !privileged("idle_and_shut_down_but_open_sessions_are_never_reaped") {
         return;
     }
-    let daemon = Daemon::start(SourceChoice::Ebpf, config(""));
+    idle_and_shut_down_never_reaped(SourceChoice::Ebpf);
+}
+
+/// The same in the pidfd tier, where shutdown() raises RDHUP on the stdin
+/// duplicate: the wake's re-check must find the socket not released.
+#[test]
+fn pidfd_tier_never_reaps_idle_or_shut_down_but_open_sessions() {
+    if !privileged("pidfd_tier_never_reaps_idle_or_shut_down_but_open_sessions") {
+        return;
+    }
+    idle_and_shut_down_never_reaped(SourceChoice::Pidfd);
+}
+
+fn idle_and_shut_down_never_reaped(source: SourceChoice) {
+    let daemon = Daemon::start(source, config(""));
     let mut host = TestHost::start();
     let idle = host.spawn("idle", Transport::Socket, &[]);
     let shut = host.spawn("shut", Transport::Socket, &[]);

@@ -15,10 +15,15 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceChoice {
-    /// eBPF if it loads, otherwise poll.
+    /// eBPF if it loads, otherwise pidfd if `pidfd_getfd` works, otherwise
+    /// poll.
     Auto,
     /// Kernel tracepoints; fail if they cannot be loaded.
     Ebpf,
+    /// Periodic /proc scans, plus a wake on each tree root's exit (pidfd)
+    /// and on its stdin's hangup (a `pidfd_getfd` duplicate in epoll).
+    /// Needs CAP_SYS_PTRACE; fail if `pidfd_getfd` does not work.
+    Pidfd,
     /// Periodic /proc scans; works anywhere /proc is readable.
     Poll,
 }
@@ -28,6 +33,8 @@ pub enum SourceChoice {
 #[serde(rename_all = "lowercase")]
 pub enum ActiveSource {
     Ebpf,
+    /// Poll tracking plus per-tree pidfd and stdin wakes (`stdin_watch`).
+    Pidfd,
     Poll,
 }
 
@@ -35,6 +42,7 @@ impl std::fmt::Display for ActiveSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Self::Ebpf => "ebpf",
+            Self::Pidfd => "pidfd",
             Self::Poll => "poll",
         })
     }

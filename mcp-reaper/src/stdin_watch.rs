@@ -1,0 +1,425 @@
+//! The pidfd tier's event half: per tree, the root's pidfd (readable once
+//! the root exits) and a `pidfd_getfd` duplicate of the root's stdin
+//! (HUP / RDHUP once the far end goes), both in tokio's epoll.
+//!
+//! Owns: opening and closing those fds, and telling the daemon which tree
+//! to re-check. A wake is only a hint: ownership is still confirmed by
+//! sock_diag and /proc (shutdown() without close raises RDHUP too).
+//! Must never: read from, write to or change the flags of the duplicate
+//! (it shares the server's open file description, so a read would steal
+//! the server's input and O_NONBLOCK would change its reads), or keep it
+//! once the root has exited or the tree is forgotten (while the daemon
+//! holds a pipe's read end, the host's writes to a dead server do not
+//! fail).
+
+use std::{
+    collections::{HashMap, HashSet},
+    os::fd::{AsFd, OwnedFd},
+    path::Path,
+};
+
+use tokio::{
+    io::{Interest, Ready, unix::AsyncFd},
+    sync::mpsc,
+    task::JoinHandle,
+};
+use tracing::debug;
+
+use crate::{identity::ProcKey, procscan};
+
+/// Why a tree should be re-checked now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The far end of the root's stdin hung up (or was shut down).
+    StdinClosed(ProcKey),
+    /// The root exited (its pidfd became readable).
+    RootExited(ProcKey),
+}
+
+impl Wake {
+    pub fn root(self) -> ProcKey {
+        match self {
+            Self::StdinClosed(k) | Self::RootExited(k) => k,
+        }
+    }
+}
+
+/// What one readiness report on the stdin duplicate means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StdinSeen {
+    /// The far end hung up (pipe HUP) or shut down / closed (socket RDHUP).
+    Closed,
+    /// Only data for the server: clear readiness and wait again.
+    Data,
+}
+
+/// Classifies a readiness report without reading anything.
+pub fn classify(ready: Ready) -> StdinSeen {
+    if ready.is_read_closed() {
+        StdinSeen::Closed
+    } else {
+        StdinSeen::Data
+    }
+}
+
+/// Roots to start watching and roots to stop watching, given the watched
+/// set and the trees the supervisor knows now.
+pub fn plan(
+    watched: &HashSet<ProcKey>,
+    wanted: impl IntoIterator<Item = ProcKey>,
+) -> (Vec<ProcKey>, Vec<ProcKey>) {
+    let wanted: HashSet<ProcKey> = wanted.into_iter().collect();
+    let mut add: Vec<ProcKey> = wanted.difference(watched).copied().collect();
+    let mut remove: Vec<ProcKey> = watched.difference(&wanted).copied().collect();
+    add.sort();
+    remove.sort();
+    (add, remove)
+}
+
+/// `CAP_SYS_PTRACE`'s bit in a capability mask.
+const CAP_SYS_PTRACE: u64 = 1 << 19;
+
+/// Whether `pidfd_open` and `pidfd_getfd` work here (tried on this process)
+/// and this process may use them on others (CAP_SYS_PTRACE effective).
+pub fn probe() -> Result<(), String> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    match crate::doctor::parse_cap_eff(&status) {
+        Some(caps) if caps & CAP_SYS_PTRACE != 0 => {}
+        Some(_) => {
+            return Err(
+                "CAP_SYS_PTRACE missing: other processes' stdin cannot be duplicated".into(),
+            );
+        }
+        None => return Err("no CapEff in /proc/self/status".into()),
+    }
+    let me = rustix::process::getpid();
+    let pidfd = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty())
+        .map_err(|e| format!("pidfd_open: {e}"))?;
+    let dup = rustix::process::pidfd_getfd(
+        &pidfd,
+        std::os::fd::AsRawFd::as_raw_fd(&pidfd),
+        rustix::process::PidfdGetfdFlags::empty(),
+    )
+    .map_err(|e| format!("pidfd_getfd: {e}"))?;
+    drop(dup);
+    Ok(())
+}
+
+/// A verified pidfd for `key`: opened first, start time checked after.
+fn open_pidfd(proc_root: &Path, key: ProcKey) -> std::io::Result<OwnedFd> {
+    let pid = i32::try_from(key.tgid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())?;
+    if procscan::read_key(proc_root, key.tgid) != Some(key) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "PID reused: start time differs after pidfd_open",
+        ));
+    }
+    Ok(fd)
+}
+
+/// The watches of every tree, one small task each.
+pub struct StdinWatch {
+    tx: mpsc::UnboundedSender<Wake>,
+    /// Every root tried, watched or not (a failed open is not retried; the
+    /// poll source's reconcile covers that tree).
+    tasks: HashMap<ProcKey, Option<JoinHandle<()>>>,
+}
+
+impl StdinWatch {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<Wake>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (
+            Self {
+                tx,
+                tasks: HashMap::new(),
+            },
+            rx,
+        )
+    }
+
+    /// Roots tried so far (watched, or whose watch could not be opened).
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Watches the trees in `roots` and drops the watches of every other.
+    /// Must run inside a tokio runtime with I/O enabled.
+    pub fn sync(&mut self, roots: impl IntoIterator<Item = ProcKey>, proc_root: &Path) {
+        let watched: HashSet<ProcKey> = self.tasks.keys().copied().collect();
+        let (add, remove) = plan(&watched, roots);
+        for root in remove {
+            self.unwatch(root);
+        }
+        for root in add {
+            let task = match self.watch(root, proc_root) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    debug!(%root, "no pidfd watch: {e}");
+                    None
+                }
+            };
+            self.tasks.insert(root, task);
+        }
+    }
+
+    /// Stops watching `root`, closing its pidfd and stdin duplicate.
+    pub fn unwatch(&mut self, root: ProcKey) {
+        if let Some(Some(task)) = self.tasks.remove(&root) {
+            task.abort();
+        }
+    }
+
+    fn watch(&self, root: ProcKey, proc_root: &Path) -> std::io::Result<JoinHandle<()>> {
+        let pidfd = open_pidfd(proc_root, root)?;
+        let pidfd = register(pidfd)?;
+        // No stdin duplicate (closed stdin, no ptrace access) or one epoll
+        // refuses (a regular file, /dev/null): the pidfd still reports exit.
+        let stdin = rustix::process::pidfd_getfd(
+            pidfd.get_ref().as_fd(),
+            0,
+            rustix::process::PidfdGetfdFlags::empty(),
+        )
+        .map_err(|e| debug!(%root, "no stdin duplicate: {e}"))
+        .ok()
+        .and_then(|fd| register(fd).ok());
+        Ok(tokio::spawn(run(root, pidfd, stdin, self.tx.clone())))
+    }
+}
+
+/// `fd` in tokio's epoll, for reading readiness only.
+fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
+    // SAFETY: an OwnedFd stays open while the AsyncFd owns it and always
+    // returns the same descriptor from as_raw_fd.
+    unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(Into::into)
+}
+
+impl Drop for StdinWatch {
+    fn drop(&mut self) {
+        for task in self.tasks.drain().filter_map(|(_, t)| t) {
+            task.abort();
+        }
+    }
+}
+
+async fn run(
+    root: ProcKey,
+    pidfd: AsyncFd<OwnedFd>,
+    mut stdin: Option<AsyncFd<OwnedFd>>,
+    tx: mpsc::UnboundedSender<Wake>,
+) {
+    loop {
+        tokio::select! {
+            // Exit first: the duplicate must not outlive the root.
+            biased;
+            _ = pidfd.readable() => {
+                drop(stdin.take());
+                let _ = tx.send(Wake::RootExited(root));
+                return;
+            }
+            guard = async { stdin.as_ref()?.readable().await.ok() }, if stdin.is_some() => {
+                let Some(mut guard) = guard else {
+                    stdin = None;
+                    continue;
+                };
+                let seen = classify(guard.ready());
+                // Edge-triggered: clear and wait for the next change. Data
+                // stays queued for the server.
+                guard.clear_ready();
+                if seen == StdinSeen::Closed {
+                    // tokio keeps a closed read side ready for good, so
+                    // there is no next edge to wait for: report once and
+                    // close the duplicate. A later full close after a
+                    // shutdown() is the poll reconcile's (and the root's
+                    // exit still wakes).
+                    drop(stdin.take());
+                    let _ = tx.send(Wake::StdinClosed(root));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::{
+        io::{Read, Write},
+        process::{Command, Stdio},
+        time::Duration,
+    };
+
+    use super::*;
+
+    fn key(pid: u32) -> ProcKey {
+        ProcKey::new(pid, 1)
+    }
+
+    #[test]
+    fn plan_adds_new_roots_and_drops_forgotten_ones() {
+        let watched: HashSet<ProcKey> = [key(1), key(2), key(3)].into_iter().collect();
+        let (add, remove) = plan(&watched, [key(2), key(4), key(3), key(5)]);
+        assert_eq!(add, vec![key(4), key(5)]);
+        assert_eq!(remove, vec![key(1)]);
+        let (add, remove) = plan(&HashSet::new(), []);
+        assert!(add.is_empty() && remove.is_empty());
+    }
+
+    #[test]
+    fn only_a_closed_read_side_counts_as_closed() {
+        assert_eq!(classify(Ready::READABLE), StdinSeen::Data);
+        assert_eq!(classify(Ready::READABLE | Ready::WRITABLE), StdinSeen::Data);
+        assert_eq!(classify(Ready::READ_CLOSED), StdinSeen::Closed);
+        assert_eq!(
+            classify(Ready::READABLE | Ready::READ_CLOSED),
+            StdinSeen::Closed
+        );
+        assert_eq!(classify(Ready::WRITE_CLOSED), StdinSeen::Data);
+    }
+
+    #[test]
+    fn probe_works_on_this_kernel() {
+        probe().unwrap();
+    }
+
+    async fn next(rx: &mut mpsc::UnboundedReceiver<Wake>) -> Wake {
+        tokio::time::timeout(Duration::from_secs(5), rx.recv())
+            .await
+            .expect("a wake in time")
+            .expect("the channel is open")
+    }
+
+    fn spawn(stdin: Stdio) -> (std::process::Child, ProcKey) {
+        let child = Command::new("sleep")
+            .arg("30")
+            .stdin(stdin)
+            .spawn()
+            .unwrap();
+        let root = procscan::read_key(Path::new("/proc"), child.id()).unwrap();
+        (child, root)
+    }
+
+    /// A pipe: data is no close, the writer's close wakes StdinClosed, the
+    /// root's exit wakes RootExited, forgetting the tree closes the watch.
+    #[tokio::test]
+    async fn pipe_hangup_and_root_exit_wake() {
+        let (mut child, root) = spawn(Stdio::piped());
+        let (mut w, mut rx) = StdinWatch::new();
+        w.sync([root], Path::new("/proc"));
+        assert_eq!(w.len(), 1);
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(b"hello").unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err(), "data is not a close");
+        drop(input);
+        assert_eq!(next(&mut rx).await, Wake::StdinClosed(root));
+        child.kill().unwrap();
+        assert_eq!(next(&mut rx).await, Wake::RootExited(root));
+        let _ = child.wait();
+        w.sync([], Path::new("/proc"));
+        assert!(w.is_empty());
+    }
+
+    /// The root exits while the host still holds the pipe: the duplicate
+    /// is closed with the exit, so the host's writes fail (EPIPE).
+    #[tokio::test]
+    async fn root_exit_closes_the_duplicate() {
+        let (mut child, root) = spawn(Stdio::piped());
+        let link = stdin_of(&child);
+        let (mut w, mut rx) = StdinWatch::new();
+        w.sync([root], Path::new("/proc"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(holds(&link));
+        let mut input = child.stdin.take().unwrap();
+        child.kill().unwrap();
+        assert_eq!(next(&mut rx).await, Wake::RootExited(root));
+        assert!(!holds(&link), "no duplicate after the root's exit");
+        let err = input.write_all(b"x").unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
+        let _ = child.wait();
+        w.sync([], Path::new("/proc"));
+        assert!(w.is_empty());
+    }
+
+    /// Whether this process holds a readable fd to the same file as `link`
+    /// (a pipe's write end, also ours, does not count).
+    fn holds(link: &std::path::Path) -> bool {
+        std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter(|e| std::fs::read_link(e.path()).ok().as_deref() == Some(link))
+            .any(|e| {
+                let info = std::fs::read_to_string(format!(
+                    "/proc/self/fdinfo/{}",
+                    e.file_name().to_string_lossy()
+                ))
+                .unwrap_or_default();
+                info.lines()
+                    .find_map(|l| l.strip_prefix("flags:"))
+                    .and_then(|f| u32::from_str_radix(f.trim(), 8).ok())
+                    .is_some_and(|f| f & 3 != 1) // not O_WRONLY
+            })
+    }
+
+    fn stdin_of(child: &std::process::Child) -> std::path::PathBuf {
+        std::fs::read_link(format!("/proc/{}/fd/0", child.id())).unwrap()
+    }
+
+    /// A socket: shutdown() raises RDHUP (a hint; the recheck decides),
+    /// reported once; the duplicate is closed then, and the root's exit
+    /// still wakes.
+    #[tokio::test]
+    async fn socket_shutdown_wakes_once_and_closes_the_duplicate() {
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut child, root) = spawn(Stdio::from(OwnedFd::from(theirs)));
+        let (mut w, mut rx) = StdinWatch::new();
+        w.sync([root], Path::new("/proc"));
+        let link = stdin_of(&child);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(holds(&link), "the duplicate is open while the far end is");
+        ours.shutdown(std::net::Shutdown::Write).unwrap();
+        assert_eq!(next(&mut rx).await, Wake::StdinClosed(root));
+        assert!(!holds(&link), "the duplicate is closed after the hangup");
+        drop(ours);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(rx.try_recv().is_err());
+        child.kill().unwrap();
+        assert_eq!(next(&mut rx).await, Wake::RootExited(root));
+        let _ = child.wait();
+    }
+
+    /// Nothing is read from the duplicate: the server gets all its input.
+    #[tokio::test]
+    async fn the_server_keeps_its_input() {
+        let mut child = Command::new("cat")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let root = procscan::read_key(Path::new("/proc"), child.id()).unwrap();
+        let (mut w, _rx) = StdinWatch::new();
+        w.sync([root], Path::new("/proc"));
+        let mut input = child.stdin.take().unwrap();
+        for _ in 0..50 {
+            input.write_all(b"0123456789").unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(input);
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        assert_eq!(out, "0123456789".repeat(50));
+        let _ = child.wait();
+    }
+}
