@@ -3,11 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    time::Duration,
-};
+mod common;
+
+use std::time::Duration;
+
+use common::start_daemon;
 
 use mcp_reaper_tests::{
     host::{TestHost, Transport, is_alive, server_tree_pids},
@@ -24,43 +24,6 @@ grace = "3s"
 kill_after = "1s"
 "#;
 
-// The caller kills and waits for the daemon it gets back.
-#[allow(clippy::zombie_processes)]
-fn start_daemon(config: &std::path::Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"))
-        .args([
-            "run",
-            "--source",
-            "ebpf",
-            "--log-format",
-            "json",
-            "--config",
-        ])
-        .arg(config)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("daemon logs ready");
-        if line.contains("\"ready\"") {
-            // Keep draining in the background.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return child;
-        }
-    }
-}
-
 #[test]
 fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
     if !privileged("kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only") {
@@ -70,7 +33,7 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
     let config = dir.path().join("config.toml");
     std::fs::write(&config, CONFIG).unwrap();
 
-    let mut daemon = start_daemon(&config);
+    let daemon = start_daemon(&config);
     let mut host = TestHost::start();
     let orphan = host.spawn("orphan", Transport::Socket, &[]);
     let live = host.spawn("live", Transport::Pipe, &[]);
@@ -80,15 +43,14 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
 
     host.close_stdin("orphan");
     std::thread::sleep(Duration::from_millis(500)); // inside the 3 s grace
-    daemon.kill().unwrap(); // SIGKILL: no shutdown path runs
-    daemon.wait().unwrap();
+    daemon.kill_9(); // SIGKILL: no shutdown path runs
     std::thread::sleep(Duration::from_secs(4)); // past the grace
     assert!(
         orphan_pids.iter().all(|p| is_alive(*p)),
         "nothing may act while the daemon is down"
     );
 
-    let mut daemon = start_daemon(&config);
+    let daemon = start_daemon(&config);
     assert!(
         wait_until(Duration::from_secs(20), || orphan_pids
             .iter()
@@ -101,6 +63,5 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
     );
     assert!(host.ping("live"));
     assert!(is_alive(host.pid()));
-    daemon.kill().unwrap();
-    daemon.wait().unwrap();
+    daemon.kill_9();
 }

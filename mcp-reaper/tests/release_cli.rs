@@ -1,0 +1,109 @@
+//! `mcp-reaper release` end to end: the real binary as daemon and as
+//! client, over the real control socket, with real MCP servers whose host
+//! still holds their fds. Exactly the named trees go. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{process::Command, time::Duration};
+
+use common::start_daemon;
+use mcp_reaper_tests::{
+    host::{TestHost, Transport, is_alive, server_tree_pids},
+    privileged, wait_until,
+};
+
+const CONFIG: &str = r#"
+[[host]]
+name = "testhost"
+cmdline = '(?:\S*/)?python3 \S*stdio_host\.py(?: .*)?'
+session_env = ["MCP_TEST_SESSION"]
+
+[policy]
+grace = "1s"
+kill_after = "1s"
+"#;
+
+fn release(socket: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"))
+        .arg("release")
+        .args(args)
+        .arg("--socket")
+        .arg(socket)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn release_by_owner_fd_and_by_session_reaps_exactly_those_trees() {
+    if !privileged("release_by_owner_fd_and_by_session_reaps_exactly_those_trees") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let daemon = start_daemon(&config);
+    let mut host = TestHost::start();
+    let a = host.spawn("a", Transport::Socket, &[("MCP_TEST_SESSION", "sess-a")]);
+    let b = host.spawn("b", Transport::Pipe, &[("MCP_TEST_SESSION", "sess-b")]);
+    let c = host.spawn("c", Transport::Socket, &[("MCP_TEST_SESSION", "sess-c")]);
+    let (a_pids, b_pids, c_pids) = (
+        server_tree_pids(a.pid),
+        server_tree_pids(b.pid),
+        server_tree_pids(c.pid),
+    );
+    // Wait until the daemon knows the owner of a (a dry run matches it).
+    let owner = format!("{}:{}", host.pid(), a.host_stdin_fd);
+    assert!(
+        wait_until(Duration::from_secs(15), || release(
+            &daemon.socket,
+            &["--owner", &owner, "--dry-run"]
+        )
+        .0 == 0),
+        "the daemon never matched owner {owner}"
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        [&a_pids, &b_pids, &c_pids]
+            .iter()
+            .all(|p| p.iter().all(|x| is_alive(*x))),
+        "a dry run reaps nothing"
+    );
+
+    // Nothing matches an unknown owner or session: exit 1, nothing dies.
+    assert_eq!(release(&daemon.socket, &["--owner", "999999"]).0, 1);
+    assert_eq!(release(&daemon.socket, &["--session", "no-such"]).0, 1);
+
+    let (code, out) = release(&daemon.socket, &["--owner", &owner]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&a.pid.to_string()), "{out}");
+    let (code, out) = release(&daemon.socket, &["--session", "sess-b"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        wait_until(Duration::from_secs(15), || a_pids
+            .iter()
+            .chain(&b_pids)
+            .all(|p| !is_alive(*p))),
+        "released trees survive"
+    );
+    // The host still held a's and b's fds: only its word ended them. c is
+    // untouched and still serves.
+    assert!(c_pids.iter().all(|p| is_alive(*p)));
+    assert!(host.ping("c"));
+    assert!(is_alive(host.pid()));
+
+    // A daemon that is not there: exit 3 with a clear message.
+    drop(daemon);
+    let out = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"))
+        .args(["release", "--session", "sess-c", "--socket"])
+        .arg(dir.path().join("control.sock"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
+}
