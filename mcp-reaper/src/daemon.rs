@@ -211,6 +211,10 @@ impl Agent {
         }
         tracker.seed(&snapshot.procs);
         let mut supervisor = Supervisor::new(opts.config.clone(), opts.proc_root.clone());
+        if ebpf.as_ref().is_some_and(EbpfSource::close_tier) {
+            // Closes and exits drive the checks; the reconcile is a backstop.
+            supervisor.reconcile_interval = Duration::from_secs(5);
+        }
         let mut ebpf = ebpf;
         supervisor.seed(&snapshot.procs, &tracker, ebpf.as_mut());
         let (reap_tx, reap_rx) = mpsc::unbounded_channel();
@@ -304,6 +308,16 @@ impl Agent {
             SourceMsg::Event(ev) => {
                 self.tracker.apply(&ev);
                 self.supervisor.observe(&ev, &self.tracker);
+                // A host's close or a member's exit is checked now, not at
+                // the next tick: this is the detection latency.
+                if matches!(
+                    ev,
+                    crate::event::ProcessEvent::Close { .. }
+                        | crate::event::ProcessEvent::Exit { .. }
+                ) && self.supervisor.has_due_checks()
+                {
+                    self.supervise();
+                }
             }
             SourceMsg::Lost(n) => {
                 warn!(lost = n, "kernel dropped events; resyncing from /proc");
@@ -655,7 +669,7 @@ fn control_handler(
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match req {
             Request::Status => Response::status(
-                serde_json::to_value(&guard.status).unwrap_or_default(),
+                serde_json::json!({ "agent": &guard.status, "trees": &guard.trees }),
                 format!("{} trees tracked", guard.trees.len()),
             ),
             Request::Release { target, dry_run } => {

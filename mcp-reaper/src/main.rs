@@ -96,6 +96,11 @@ struct ScanArgs {
     /// Where procfs is mounted.
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     proc_root: PathBuf,
+    /// A running daemon's control socket: when it answers, trees it judges
+    /// suspect (idle, superseded) or released by their session are shown
+    /// as such (`judged_by: daemon`); `off` to scan alone.
+    #[arg(long, default_value = mcp_reaper::control::DEFAULT_SOCKET, value_name = "PATH|off")]
+    daemon_socket: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -330,13 +335,24 @@ fn scan_cmd(args: &ScanArgs) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let report = match scan::scan(&config, &args.proc_root) {
+    let mut report = match scan::scan(&config, &args.proc_root) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("mcp-reaper: {e:#}");
             return ExitCode::FAILURE;
         }
     };
+    if args.daemon_socket != "off" {
+        let req = mcp_reaper::control::Request::Status;
+        if let Ok(resp) = mcp_reaper::control::request(
+            std::path::Path::new(&args.daemon_socket),
+            &req,
+            Duration::from_secs(2),
+        ) && let Some(trees) = resp.status.as_ref().and_then(|s| s["trees"].as_array())
+        {
+            scan::merge_daemon_view(&mut report, trees);
+        }
+    }
     if args.json {
         match serde_json::to_string_pretty(&report) {
             Ok(s) => println!("{s}"),

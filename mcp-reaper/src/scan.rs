@@ -10,7 +10,8 @@
 //! `{ schema_version, generated_at_unix, hosts_scanned_processes, trees: [
 //!    { root: {tgid, start_ticks}, server, host: {pid, start_ticks, comm,
 //!      rule} | null, session_id | null, owner_fds: [{pid, fd}], state:
-//!      "live"|"orphaned"|"suspect"|"unknown", reason | null, age_seconds,
+//!      "live"|"orphaned"|"suspect"|"unknown", judged_by: "scan"|"daemon",
+//!      reason | null, age_seconds,
 //!      rss_bytes, pss_bytes, members: [{pid, start_ticks, ppid, comm,
 //!      cmdline, rss_bytes, pss_bytes}], ownership: {...evidence} } ],
 //!   totals: { trees, live, orphaned, suspect, unknown, orphaned_rss_bytes,
@@ -72,6 +73,37 @@ pub fn totals(trees: &[TreeView]) -> Totals {
         }
     }
     t
+}
+
+/// Takes the running daemon's verdicts where they need history the scan
+/// lacks: a tree the daemon calls `suspect` (idle, superseded) or orphaned
+/// by `session-ended`, and that the scan saw live, gets the daemon's state.
+/// `daemon_trees` is the `trees` list of the control socket's status.
+/// Returns how many trees changed.
+pub fn merge_daemon_view(report: &mut ScanReport, daemon_trees: &[serde_json::Value]) -> usize {
+    let mut changed = 0;
+    for t in &mut report.trees {
+        let Some(d) = daemon_trees.iter().find(|d| {
+            d["root"]["tgid"].as_u64() == Some(u64::from(t.root.tgid))
+                && d["root"]["start_ticks"].as_u64() == Some(t.root.start_ticks)
+        }) else {
+            continue;
+        };
+        let reason = d["reason"].as_str().map(str::to_string);
+        let state = match d["state"].as_str() {
+            Some("suspect") => TreeState::Suspect,
+            Some("orphaned") if reason.as_deref() == Some("session-ended") => TreeState::Orphaned,
+            _ => continue,
+        };
+        if t.state == TreeState::Live {
+            t.state = state;
+            t.reason = reason;
+            t.judged_by = "daemon";
+            changed += 1;
+        }
+    }
+    report.totals = totals(&report.trees);
+    changed
 }
 
 /// Scans `proc_root` once.

@@ -39,6 +39,19 @@ use crate::{
 /// window, after the previous one ended, counts as a respawn.
 pub const RESPAWN_WINDOW: Duration = Duration::from_secs(60);
 
+/// The socket inode of `pid`'s fd 0, if it is a socket.
+fn stdin_socket_inode(proc_root: &std::path::Path, pid: u32) -> Option<u32> {
+    let link = std::fs::read_link(proc_root.join(pid.to_string()).join("fd/0")).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Trees re-checked per supervision tick by the reconcile.
+pub const RECONCILE_BATCH: usize = 16;
+
 /// One MCP tree as the daemon knows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct TreeRecord {
@@ -107,6 +120,8 @@ pub struct Supervisor {
     respawns: Vec<(String, String)>,
     /// How often every tree is re-checked even without an event.
     pub reconcile_interval: Duration,
+    /// Trees still to re-check in the current reconcile round.
+    reconcile_queue: std::collections::VecDeque<ProcKey>,
 }
 
 fn view(p: &ProcInfo) -> ProcView<'_> {
@@ -139,6 +154,7 @@ impl Supervisor {
             starts: Vec::new(),
             respawns: Vec::new(),
             reconcile_interval: Duration::from_secs(1),
+            reconcile_queue: std::collections::VecDeque::new(),
         }
     }
 
@@ -466,7 +482,19 @@ impl Supervisor {
         let root_alive = members.contains(&root);
         let mut chain_seen: Vec<ProcKey> = Vec::new();
         let mut released_link = None;
-        let (mut state, mut reason, mut owners) = if root_alive {
+        // Fast path for a tree already known live over a UNIX socket: the
+        // kernel's record of the root's end still names a peer and no
+        // shutdown, so nothing was released and no fd table needs reading.
+        let still_held = root_alive
+            && rec.state == TreeState::Live
+            && !rec.owners_seen.is_empty()
+            && rec.chain.is_empty()
+            && stdin_socket_inode(&self.proc_root, root.tgid)
+                .and_then(|ino| ownership::unix_socket(ino).ok().flatten())
+                .is_some_and(|info| info.peer_inode.is_some() && info.shutdown == 0);
+        let (mut state, mut reason, mut owners) = if still_held {
+            (TreeState::Live, None, Vec::new())
+        } else if root_alive {
             let own = ownership::stdio_owner(root, &member_pids, &candidates, &self.proc_root);
             let refined = own
                 .state
@@ -659,6 +687,11 @@ impl Supervisor {
         true
     }
 
+    /// Whether an event asked for a check that has not run yet.
+    pub fn has_due_checks(&self) -> bool {
+        !self.recheck.is_empty()
+    }
+
     /// Owners seen since the last call (processes holding a tree's far end).
     pub fn take_owner_hosts(&mut self) -> Vec<ProcKey> {
         std::mem::take(&mut self.owner_hosts)
@@ -690,9 +723,20 @@ impl Supervisor {
     /// unreconciled losses (nothing is enforced then).
     pub fn tick(&mut self, tracker: &Tracker, degraded: bool) -> Vec<Action> {
         let now = Instant::now();
-        if now.duration_since(self.last_reconcile) >= self.reconcile_interval {
+        // The reconcile re-checks every tree once per interval, a batch per
+        // tick, so a host with hundreds of trees never stalls the loop that
+        // handles the event-driven checks.
+        if self.reconcile_queue.is_empty()
+            && now.duration_since(self.last_reconcile) >= self.reconcile_interval
+        {
             self.last_reconcile = now;
-            self.recheck.extend(self.trees.keys().copied());
+            self.reconcile_queue.extend(self.trees.keys().copied());
+        }
+        for _ in 0..RECONCILE_BATCH {
+            let Some(root) = self.reconcile_queue.pop_front() else {
+                break;
+            };
+            self.recheck.insert(root);
         }
         // Relays that exited (their process info is dropped on exit).
         let infos = &self.infos;

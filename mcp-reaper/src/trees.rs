@@ -91,6 +91,10 @@ pub struct TreeView {
     /// the root itself), when orphaned by a release.
     pub released_link: Option<ProcKey>,
     pub state: TreeState,
+    /// Who judged `state`: `scan` (this snapshot) or `daemon` (a running
+    /// daemon's view, which adds what needs history: idle, superseded,
+    /// session-ended).
+    pub judged_by: &'static str,
     /// Why the tree is in its state (`peer-released`, `host-exited`, ...).
     pub reason: Option<String>,
     pub age_seconds: u64,
@@ -381,6 +385,7 @@ pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeV
             chain: chain_views,
             released_link,
             state,
+            judged_by: "scan",
             reason,
             age_seconds: now_ticks.saturating_sub(root.start_ticks) / 100,
             rss_bytes: member_views.iter().map(|m| m.rss_bytes).sum(),

@@ -107,3 +107,67 @@ fn release_by_owner_fd_and_by_session_reaps_exactly_those_trees() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 }
+
+/// `scan` alone cannot know a session went silent (it has no history); with
+/// a running daemon it shows the daemon's `suspect (idle)` verdict, and the
+/// tree is never orphaned or reaped for it.
+#[test]
+fn scan_shows_the_daemons_idle_verdict_and_nothing_is_reaped() {
+    if !privileged("scan_shows_the_daemons_idle_verdict_and_nothing_is_reaped") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, format!("{}idle_after = \"2s\"\n", CONFIG)).unwrap();
+    let daemon = start_daemon(&config);
+    let mut host = TestHost::start();
+    let s = host.spawn("s", Transport::Socket, &[]);
+    let pids = server_tree_pids(s.pid);
+    host.silence("s");
+    let scan = |socket: &str| -> serde_json::Value {
+        let out = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"))
+            .args(["scan", "--json", "--config"])
+            .arg(&config)
+            .args(["--daemon-socket", socket])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let tree_state = |v: &serde_json::Value| {
+        v["trees"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["root"]["tgid"].as_u64() == Some(u64::from(s.pid)))
+            .map(|t| {
+                (
+                    t["state"].as_str().unwrap_or("").to_string(),
+                    t["reason"].as_str().unwrap_or("").to_string(),
+                    t["judged_by"].as_str().unwrap_or("").to_string(),
+                )
+            })
+    };
+    let socket = daemon.socket.to_string_lossy().into_owned();
+    let idle = (
+        "suspect".to_string(),
+        "idle".to_string(),
+        "daemon".to_string(),
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || tree_state(&scan(&socket))
+            == Some(idle.clone())),
+        "scan never showed the daemon's idle verdict: {:?}",
+        tree_state(&scan(&socket))
+    );
+    // Alone, the scan sees what it can prove: the host holds the fd.
+    assert_eq!(
+        tree_state(&scan("off")).map(|t| t.0),
+        Some("live".to_string())
+    );
+    assert!(
+        pids.iter().all(|p| is_alive(*p)),
+        "suspect is never reaped by default"
+    );
+    assert!(host.ping("s"));
+}
