@@ -11,16 +11,14 @@ use std::{
     collections::HashMap,
     io::{BufRead, BufReader, Write},
     process::{Child, ChildStdin, Command, Stdio},
-    sync::{Arc, Mutex, mpsc},
+    sync::mpsc,
     time::{Duration, Instant},
 };
 
-use mcp_reaper::{
-    config::Config,
-    daemon::{Agent, AgentOptions, Shared},
-    source::{SourceChoice, poll::PollOptions},
-    trees::TreeState,
-};
+mod common;
+
+use common::Daemon;
+use mcp_reaper::{config::Config, source::SourceChoice, trees::TreeState};
 use mcp_reaper_tests::{
     host::{is_alive, npm_dir, server_tree_pids},
     kill_if_same, privileged, start_ticks, wait_until,
@@ -58,90 +56,6 @@ const EVERYTHING: [&str; 4] = [
 
 fn config() -> Config {
     Config::from_toml_str(RULES, "chains-test").unwrap()
-}
-
-/// The agent running on its own thread, as the daemon would.
-struct Daemon {
-    _serial: std::sync::MutexGuard<'static, ()>,
-    shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// One daemon at a time: two would see (and act on) each other's trees.
-static ONE_DAEMON: Mutex<()> = Mutex::new(());
-
-impl Daemon {
-    fn start(source: SourceChoice, config: Config) -> Self {
-        let serial = ONE_DAEMON
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut agent = Agent::start(AgentOptions {
-                    source,
-                    poll: PollOptions {
-                        interval: Duration::from_millis(100),
-                        ..PollOptions::default()
-                    },
-                    config: Arc::new(config),
-                    ..AgentOptions::default()
-                })
-                .expect("agent starts");
-                ready_tx.send(agent.shared()).unwrap();
-                agent
-                    .run_until(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-            });
-        });
-        let shared = ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("agent ready");
-        Self {
-            _serial: serial,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&Shared) -> T) -> T {
-        f(&self.shared.lock().unwrap())
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Daemon {
-    fn tree(&self, root: u32) -> Option<mcp_reaper::supervisor::TreeRecord> {
-        self.read(|s| s.trees.iter().find(|t| t.root.tgid == root).cloned())
-    }
-
-    fn reaped_pids(&self) -> Vec<u32> {
-        self.read(|s| {
-            s.reaps
-                .iter()
-                .flat_map(|r| r.members.iter().map(|m| m.tgid))
-                .collect()
-        })
-    }
 }
 
 /// One chained session as the host reported it.

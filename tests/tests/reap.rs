@@ -7,17 +7,13 @@
 use std::{
     os::fd::OwnedFd,
     process::{Command, Stdio},
-    sync::{Arc, Mutex},
     time::Duration,
 };
 
-use mcp_reaper::{
-    config::Config,
-    daemon::{Agent, AgentOptions, Shared},
-    identity::ProcKey,
-    policy::Decision,
-    source::{SourceChoice, poll::PollOptions},
-};
+mod common;
+
+use common::Daemon;
+use mcp_reaper::{config::Config, policy::Decision, source::SourceChoice};
 use mcp_reaper_tests::{
     host::{Session, TestHost, Transport, is_alive, server_tree_pids},
     privileged, start_ticks, wait_until,
@@ -36,107 +32,6 @@ kill_after = "1s"
 
 fn config(extra: &str) -> Config {
     Config::from_toml_str(&format!("{HOST_RULE}\n{extra}"), "test-config").unwrap()
-}
-
-/// The agent running on its own thread, as the daemon would.
-struct Daemon {
-    _serial: std::sync::MutexGuard<'static, ()>,
-    shared: Arc<Mutex<Shared>>,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// One daemon at a time: two would see (and act on) each other's trees.
-static ONE_DAEMON: Mutex<()> = Mutex::new(());
-
-impl Daemon {
-    fn start(source: SourceChoice, config: Config) -> Self {
-        let serial = ONE_DAEMON
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let mut agent = Agent::start(AgentOptions {
-                    source,
-                    poll: PollOptions {
-                        interval: Duration::from_millis(100),
-                        ..PollOptions::default()
-                    },
-                    config: Arc::new(config),
-                    ..AgentOptions::default()
-                })
-                .expect("agent starts");
-                ready_tx.send(agent.shared()).unwrap();
-                agent
-                    .run_until(async {
-                        let _ = stop_rx.await;
-                    })
-                    .await;
-            });
-        });
-        let shared = ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("agent ready");
-        Self {
-            _serial: serial,
-            shared,
-            stop: Some(stop),
-            thread: Some(thread),
-        }
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&Shared) -> T) -> T {
-        f(&self.shared.lock().unwrap())
-    }
-
-    /// Waits until the daemon knows the tree rooted at `pid` and has found
-    /// its owner (state live).
-    fn wait_tracked_live(&self, pid: u32) {
-        let ok = wait_until(Duration::from_secs(15), || {
-            self.read(|s| {
-                s.trees
-                    .iter()
-                    .any(|t| t.root.tgid == pid && t.state == mcp_reaper::trees::TreeState::Live)
-            })
-        });
-        assert!(
-            ok,
-            "tree {pid} never tracked live: {:?}",
-            self.read(|s| s
-                .trees
-                .iter()
-                .map(|t| (t.root, t.state, t.reason.clone()))
-                .collect::<Vec<_>>())
-        );
-    }
-
-    fn release_session(&self, session: &str) {
-        let mut g = self.shared.lock().unwrap();
-        let roots: Vec<ProcKey> = g
-            .trees
-            .iter()
-            .filter(|t| t.session_id.as_deref() == Some(session))
-            .map(|t| t.root)
-            .collect();
-        g.pending_release.extend(roots);
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn all_gone(pids: &[u32]) -> bool {

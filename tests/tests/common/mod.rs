@@ -1,0 +1,135 @@
+//! The in-process daemon the scenario tests drive: an `Agent` on its own
+//! thread, its published state readable from the test thread.
+// Each test binary uses part of this module.
+#![allow(dead_code)]
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use mcp_reaper::{
+    config::Config,
+    daemon::{Agent, AgentOptions, Shared},
+    identity::ProcKey,
+    source::{SourceChoice, poll::PollOptions},
+};
+use mcp_reaper_tests::wait_until;
+
+/// The agent running on its own thread, as the daemon would.
+pub struct Daemon {
+    _serial: std::sync::MutexGuard<'static, ()>,
+    shared: Arc<Mutex<Shared>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// One daemon at a time: two would see (and act on) each other's trees.
+static ONE_DAEMON: Mutex<()> = Mutex::new(());
+
+impl Daemon {
+    pub fn start(source: SourceChoice, config: Config) -> Self {
+        let serial = ONE_DAEMON
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let mut agent = Agent::start(AgentOptions {
+                    source,
+                    poll: PollOptions {
+                        interval: Duration::from_millis(100),
+                        ..PollOptions::default()
+                    },
+                    config: Arc::new(config),
+                    ..AgentOptions::default()
+                })
+                .expect("agent starts");
+                ready_tx.send(agent.shared()).unwrap();
+                agent
+                    .run_until(async {
+                        let _ = stop_rx.await;
+                    })
+                    .await;
+            });
+        });
+        let shared = ready_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("agent ready");
+        Self {
+            _serial: serial,
+            shared,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+
+    pub fn read<T>(&self, f: impl FnOnce(&Shared) -> T) -> T {
+        f(&self.shared.lock().unwrap())
+    }
+
+    /// Waits until the daemon knows the tree rooted at `pid` and has found
+    /// its owner (state live).
+    pub fn wait_tracked_live(&self, pid: u32) {
+        let ok = wait_until(Duration::from_secs(15), || {
+            self.read(|s| {
+                s.trees
+                    .iter()
+                    .any(|t| t.root.tgid == pid && t.state == mcp_reaper::trees::TreeState::Live)
+            })
+        });
+        assert!(
+            ok,
+            "tree {pid} never tracked live: {:?}",
+            self.read(|s| s
+                .trees
+                .iter()
+                .map(|t| (t.root, t.state, t.reason.clone()))
+                .collect::<Vec<_>>())
+        );
+    }
+
+    pub fn release_session(&self, session: &str) {
+        let mut g = self.shared.lock().unwrap();
+        let roots: Vec<ProcKey> = g
+            .trees
+            .iter()
+            .filter(|t| t.session_id.as_deref() == Some(session))
+            .map(|t| t.root)
+            .collect();
+        g.pending_release.extend(roots);
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Daemon {
+    /// The daemon's record of the tree rooted at `root`.
+    pub fn tree(&self, root: u32) -> Option<mcp_reaper::supervisor::TreeRecord> {
+        self.read(|s| s.trees.iter().find(|t| t.root.tgid == root).cloned())
+    }
+
+    /// Every process any reap so far included.
+    pub fn reaped_pids(&self) -> Vec<u32> {
+        self.read(|s| {
+            s.reaps
+                .iter()
+                .flat_map(|r| r.members.iter().map(|m| m.tgid))
+                .collect()
+        })
+    }
+}
