@@ -19,6 +19,22 @@ pub struct Section {
     pub missed_targets: Vec<String>,
 }
 
+impl Section {
+    /// Closes `body` with the "Target missed" line when `missed` is not
+    /// empty, the way every benchmark section ends.
+    pub fn with_targets(title: &str, mut body: String, missed: Vec<String>) -> Self {
+        if !missed.is_empty() {
+            use std::fmt::Write as _;
+            let _ = writeln!(body, "\n**Target missed:** {}.", missed.join("; "));
+        }
+        Self {
+            title: title.to_owned(),
+            body,
+            missed_targets: missed,
+        }
+    }
+}
+
 pub fn write_section(path: &Path, section: &Section) -> Result<()> {
     let existing = match std::fs::read_to_string(path) {
         Ok(text) => text,

@@ -411,14 +411,7 @@ fn summarize(ctx: &Context, args: &Args, r: &Results) -> Section {
         mib(rss_kib),
         verdict(rss_met),
     );
-    if !missed.is_empty() {
-        let _ = writeln!(body, "\n**Target missed:** {}.", missed.join("; "));
-    }
-    Section {
-        title: TITLE.to_owned(),
-        body,
-        missed_targets: missed,
-    }
+    Section::with_targets(TITLE, body, missed)
 }
 
 #[cfg(test)]

@@ -223,14 +223,7 @@ fn summarize(ctx: &Context, args: &Args, rounds: &[Round]) -> Section {
             mib(rss)
         );
     }
-    if !missed.is_empty() {
-        let _ = writeln!(body, "\n**Target missed:** {}.", missed.join("; "));
-    }
-    Section {
-        title: TITLE.to_owned(),
-        body,
-        missed_targets: missed,
-    }
+    Section::with_targets(TITLE, body, missed)
 }
 
 #[cfg(test)]
