@@ -54,3 +54,21 @@ pub fn kill_if_same(pid: u32, start: u64) {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     }
 }
+
+/// Reads `stream` line by line on a thread of its own, so a test can wait
+/// for a line with a timeout instead of hanging on a stuck child.
+pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stream)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}

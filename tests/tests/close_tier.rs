@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead, BufReader, Write},
+    io::Write,
     process::{Child, ChildStdin, Command, Stdio},
     sync::Arc,
     time::Duration,
@@ -85,15 +85,7 @@ impl Host {
             .spawn()
             .expect("start python3");
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = mcp_reaper_tests::lines_of(child.stdout.take().unwrap());
         let host = Self {
             child,
             stdin,

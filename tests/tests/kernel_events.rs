@@ -6,7 +6,7 @@
 
 use std::{
     collections::HashMap,
-    io::{BufRead, BufReader, Write},
+    io::Write,
     process::{Child, ChildStdin, Command, Stdio},
     time::Duration,
 };
@@ -37,15 +37,7 @@ impl Spawner {
             .spawn()
             .expect("start tree-spawner");
         let stdin = child.stdin.take();
-        let stdout = BufReader::new(child.stdout.take().unwrap());
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in stdout.lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let lines = mcp_reaper_tests::lines_of(child.stdout.take().unwrap());
         Self {
             child,
             stdin,

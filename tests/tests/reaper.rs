@@ -6,7 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    io::{BufRead as _, BufReader, Write as _},
+    io::Write as _,
     path::Path,
     process::{Child, Command, Stdio},
     time::Duration,
@@ -197,15 +197,7 @@ fn setsid_double_fork_escapee_is_reaped() {
     writeln!(stdin, "go").unwrap();
     // Read on a thread: a stuck shape fails the test instead of hanging it.
     // Processes of the shape report themselves, possibly after `done`.
-    let stdout = BufReader::new(host.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stdout.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = mcp_reaper_tests::lines_of(host.stdout.take().unwrap());
     let mut pids = std::collections::HashMap::new();
     while !(pids.contains_key("done") && pids.contains_key("escapee")) {
         let line = rx.recv_timeout(Duration::from_secs(10)).unwrap();

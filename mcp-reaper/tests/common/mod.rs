@@ -3,7 +3,6 @@
 #![allow(dead_code)]
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::Duration,
@@ -48,13 +47,7 @@ pub fn start_daemon(config: &Path) -> DaemonProcess {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the daemon");
-    let stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let rx = mcp_reaper_tests::lines_of(child.stderr.take().expect("stderr"));
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
