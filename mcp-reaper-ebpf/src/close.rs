@@ -19,7 +19,7 @@ use mcp_reaper_common::{
 use crate::{
     events::emit_close,
     files::{Target, closing},
-    maps::{CLOSE_SYSCALLS, FILE_OFFSETS, OFFSETS, WATCH, count},
+    maps::{CLOSE_SYSCALLS, FILE_OFFSETS, OFFSETS, STDIO_INODES, WATCH, count},
     task::{Task, read},
 };
 
@@ -80,7 +80,7 @@ fn try_close(ctx: &BtfTracePointContext, call: Call, tgid: u32) -> Result<(), i3
             if arg(regs, &o, 2)? & CLOSE_RANGE_CLOEXEC != 0 || first > last {
                 return Ok(()); // marks close-on-exec only, or EINVAL
             }
-            emit_close(|ev| {
+            emit_close(true, |ev| {
                 ev.kind = kind::CLOSE;
                 ev.tgid = tgid;
                 ev.start_ns = start_ns;
@@ -105,7 +105,11 @@ fn try_close(ctx: &BtfTracePointContext, call: Call, tgid: u32) -> Result<(), i3
         Target::Unix { inode, peer_inode } => (close_kind::UNIX_SOCKET, inode, peer_inode, 0),
         Target::Pipe { inode, ends } => (close_kind::PIPE, inode, 0, ends),
     };
-    emit_close(|ev| {
+    // The tree's side of the link: the socket's peer, or the pipe itself.
+    let tree_side = if peer_inode != 0 { peer_inode } else { inode };
+    // SAFETY: map lookup; only presence is used.
+    let urgent = unsafe { STDIO_INODES.get(tree_side) }.is_some();
+    emit_close(urgent, |ev| {
         ev.kind = kind::CLOSE;
         ev.tgid = tgid;
         ev.start_ns = start_ns;

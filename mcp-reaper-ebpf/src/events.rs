@@ -2,7 +2,9 @@
 //!
 //! Owns: the wake-up policy. Records are submitted without waking the reader
 //! unless the buffer holds more than `WAKEUP_THRESHOLD_BYTES`; userspace
-//! drains on a short timer, so a spawn storm costs no wake-up per event.
+//! drains on a short timer, so a spawn storm costs no wake-up per event. The
+//! one exception is a close the caller marks urgent (a tracked tree's stdio
+//! released): detection latency is the point of that record.
 //! Must never: block or retry; a full buffer is counted as lost.
 
 use aya_ebpf::bindings::{BPF_RB_AVAIL_DATA, BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP};
@@ -28,9 +30,10 @@ pub fn emit(fill: impl FnOnce(&mut ProcEvent)) {
     entry.submit(wake_flags());
 }
 
-/// Reserves, fills through `fill`, and submits one close record.
+/// Reserves, fills through `fill`, and submits one close record; `urgent`
+/// wakes the reader now.
 #[inline(always)]
-pub fn emit_close(fill: impl FnOnce(&mut CloseEvent)) {
+pub fn emit_close(urgent: bool, fill: impl FnOnce(&mut CloseEvent)) {
     let Some(mut entry) = EVENTS.reserve::<CloseEvent>(0) else {
         count(counter::LOST);
         return;
@@ -42,7 +45,11 @@ pub fn emit_close(fill: impl FnOnce(&mut CloseEvent)) {
     };
     fill(&mut ev);
     entry.write(ev);
-    entry.submit(wake_flags());
+    entry.submit(if urgent {
+        BPF_RB_FORCE_WAKEUP as u64
+    } else {
+        wake_flags()
+    });
 }
 
 #[inline(always)]

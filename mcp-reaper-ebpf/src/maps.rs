@@ -1,7 +1,7 @@
 //! Maps and globals shared by every program.
 //!
-//! Owns: the ring buffer of events, the watch map (tgid -> tree), the per-CPU
-//! counters and the `OFFSETS`, `FILE_OFFSETS` and `CLOSE_SYSCALLS` globals
+//! Owns: the ring buffer of events, the watch map (tgid -> tree), the set of
+//! tracked trees' stdio inodes, the per-CPU counters and the `OFFSETS`, `FILE_OFFSETS` and `CLOSE_SYSCALLS` globals
 //! that userspace fills in before load.
 //! Must never: hold per-event state across calls beyond these maps.
 
@@ -21,6 +21,12 @@ pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
 /// tree roots, extended here on fork, pruned here on exit.
 #[map]
 pub static WATCH: HashMap<u32, WatchEntry> = HashMap::with_max_entries(65_536, 0);
+
+/// Inodes of tracked trees' stdio (the server side's socket, or the pipe),
+/// written by userspace. A host's close of one of them wakes the reader at
+/// once instead of waiting for its drain timer; other closes still reach it.
+#[map]
+pub static STDIO_INODES: HashMap<u64, u8> = HashMap::with_max_entries(16_384, 0);
 
 /// `counter::*` slots.
 #[map]

@@ -316,7 +316,7 @@ impl Agent {
                         | crate::event::ProcessEvent::Exit { .. }
                 ) && self.supervisor.has_due_checks()
                 {
-                    self.supervise();
+                    self.supervise_now();
                 }
             }
             SourceMsg::Lost(n) => {
@@ -392,9 +392,24 @@ impl Agent {
         roots
     }
 
+    /// The timer's supervision: a reconcile batch, then [`Self::supervise_now`].
+    /// It also hands the kernel the trees' stdio inodes, whose closes are
+    /// worth an immediate wake-up.
+    pub fn supervise(&mut self) {
+        self.supervisor.reconcile_step();
+        self.supervise_now();
+        if let Some(src) = self.ebpf.as_mut()
+            && src.close_tier()
+        {
+            src.sync_stdio_inodes(&self.supervisor.stdio_inodes());
+        }
+    }
+
     /// Classifies new processes, runs due ownership checks, and acts on
     /// the decisions: reaps go to blocking tasks, the rest are reported.
-    pub fn supervise(&mut self) {
+    /// Event paths call this directly: only the checks the event asked for
+    /// stand between a close and its verdict.
+    pub fn supervise_now(&mut self) {
         let mut released = Vec::new();
         self.with_shared(|s| released = std::mem::take(&mut s.pending_release));
         if !released.is_empty() {
@@ -577,7 +592,7 @@ impl Agent {
         while let Some(w) = self.wake_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
             self.supervisor.schedule_check(w.root());
         }
-        self.supervise();
+        self.supervise_now();
     }
 
     /// Tree gauges with memory, and the source's health, for /metrics.

@@ -22,7 +22,7 @@ use tracing::{debug, info};
 
 use crate::{
     config::{Config, ProcView},
-    event::ProcessEvent,
+    event::{CloseKind, ProcessEvent},
     identity::ProcKey,
     ownership::{
         self, FdHolder, OwnerState, STDIO_FDS,
@@ -39,14 +39,69 @@ use crate::{
 /// window, after the previous one ended, counts as a respawn.
 pub const RESPAWN_WINDOW: Duration = Duration::from_secs(60);
 
-/// The socket inode of `pid`'s fd 0, if it is a socket.
-fn stdin_socket_inode(proc_root: &std::path::Path, pid: u32) -> Option<u32> {
-    let link = std::fs::read_link(proc_root.join(pid.to_string()).join("fd/0")).ok()?;
-    link.to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
+/// What one of a process's descriptors is, as far as stdio ownership goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StdioLink {
+    Socket(u64),
+    Pipe(u64),
+}
+
+impl StdioLink {
+    /// From a `/proc/PID/fd/N` link text (`socket:[N]`, `pipe:[N]`).
+    fn parse(link: &str) -> Option<Self> {
+        let inode = |prefix: &str| {
+            link.strip_prefix(prefix)?
+                .strip_suffix(']')?
+                .parse::<u64>()
+                .ok()
+        };
+        inode("socket:[")
+            .map(Self::Socket)
+            .or_else(|| inode("pipe:[").map(Self::Pipe))
+    }
+
+    fn inode(self) -> u64 {
+        match self {
+            Self::Socket(i) | Self::Pipe(i) => i,
+        }
+    }
+}
+
+/// What `pid`'s descriptor `fd` is, when it is a socket or a pipe.
+fn stdio_link(proc_root: &std::path::Path, pid: u32, fd: u32) -> Option<StdioLink> {
+    let link = std::fs::read_link(
+        proc_root
+            .join(pid.to_string())
+            .join("fd")
+            .join(fd.to_string()),
+    )
+    .ok()?;
+    StdioLink::parse(link.to_str()?)
+}
+
+/// Whether a host's close event can have released tree `t`: a close that
+/// names the tree's stdio socket (as the peer of the closed socket) or its
+/// pipe. A close_range, a relay chain (the host closes its own link, not the
+/// tree's) or a tree whose stdio is not known yet gets the benefit of the
+/// doubt: the check is what decides, this only spares unrelated trees.
+fn close_may_release(ev: &ProcessEvent, t: &TreeRecord) -> bool {
+    let ProcessEvent::Close {
+        inode,
+        peer_inode,
+        kind,
+        ..
+    } = ev
+    else {
+        return false;
+    };
+    if !t.chain.is_empty() || t.stdio_inodes.is_empty() {
+        return true;
+    }
+    match kind {
+        CloseKind::Range { .. } => true,
+        CloseKind::UnixSocket => t.stdio_inodes.contains(peer_inode),
+        CloseKind::Pipe { .. } => t.stdio_inodes.contains(inode),
+    }
 }
 
 /// Trees re-checked per supervision tick by the reconcile.
@@ -78,6 +133,10 @@ pub struct TreeRecord {
     /// Every process seen holding the far end while the tree was live.
     #[serde(skip)]
     pub owners_seen: Vec<FdHolder>,
+    /// Inodes of the root's stdin and stdout (socket or pipe) at its last
+    /// check: a host's close names one of them when it releases this tree.
+    #[serde(skip)]
+    pub stdio_inodes: Vec<u64>,
     /// A reap is under way.
     pub reaping: bool,
     /// The last decision reported (to log and audit each change once).
@@ -208,17 +267,30 @@ impl Supervisor {
                     self.recheck.extend(owned);
                 }
             }
-            // A host released a socket, pipe or fd range: its trees may have
-            // lost their peer (the recheck confirms through sock_diag/proc).
+            // A host released a socket, pipe or fd range: the trees it may
+            // have let go are rechecked (sock_diag/proc confirm).
             ProcessEvent::Close { key, .. } => {
                 let owned = self
                     .trees
                     .values()
-                    .filter(|t| t.host == Some(*key))
+                    .filter(|t| {
+                        (t.host == Some(*key) || t.owners_seen.iter().any(|o| o.key == *key))
+                            && close_may_release(ev, t)
+                    })
                     .map(|t| t.root);
                 self.recheck.extend(owned);
             }
         }
+    }
+
+    /// Inodes of every tracked tree's stdio, for the kernel's urgent-close
+    /// set (`EbpfSource::sync_stdio_inodes`).
+    pub fn stdio_inodes(&self) -> HashSet<u64> {
+        self.trees
+            .values()
+            .filter(|t| !t.reaping)
+            .flat_map(|t| t.stdio_inodes.iter().copied())
+            .collect()
     }
 
     /// Re-checks `root` at the next tick (a pidfd-tier wake: the root
@@ -443,6 +515,7 @@ impl Supervisor {
                 reason: Some("not checked yet".into()),
                 orphan_since: None,
                 owners_seen: Vec::new(),
+                stdio_inodes: Vec::new(),
                 reaping: false,
                 last_decision: None,
             },
@@ -480,6 +553,14 @@ impl Supervisor {
         let lineage = self.lineage_fds(&rec.host_rule);
         let relay_of = |k: ProcKey| self.relay_ctl(k);
         let root_alive = members.contains(&root);
+        let stdio: Vec<(u32, StdioLink)> = if root_alive {
+            STDIO_FDS
+                .iter()
+                .filter_map(|&fd| Some((fd, stdio_link(&self.proc_root, root.tgid, fd)?)))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let mut chain_seen: Vec<ProcKey> = Vec::new();
         let mut released_link = None;
         // Fast path for a tree already known live over a UNIX socket: the
@@ -489,9 +570,15 @@ impl Supervisor {
             && rec.state == TreeState::Live
             && !rec.owners_seen.is_empty()
             && rec.chain.is_empty()
-            && stdin_socket_inode(&self.proc_root, root.tgid)
-                .and_then(|ino| ownership::unix_socket(ino).ok().flatten())
-                .is_some_and(|info| info.peer_inode.is_some() && info.shutdown == 0);
+            && match stdio.first() {
+                Some((0, StdioLink::Socket(ino))) => {
+                    ownership::unix_socket(u32::try_from(*ino).unwrap_or(u32::MAX))
+                        .ok()
+                        .flatten()
+                        .is_some_and(|info| info.peer_inode.is_some() && info.shutdown == 0)
+                }
+                _ => false,
+            };
         let (mut state, mut reason, mut owners) = if still_held {
             (TreeState::Live, None, Vec::new())
         } else if root_alive {
@@ -681,6 +768,8 @@ impl Supervisor {
         rec.released_link = released_link;
         rec.state = state;
         rec.reason = reason;
+        rec.stdio_inodes = stdio.iter().map(|(_, l)| l.inode()).collect();
+        rec.stdio_inodes.dedup();
         if newly_orphaned {
             self.detected.push((rec.clone(), members));
         }
@@ -719,13 +808,12 @@ impl Supervisor {
         }
     }
 
-    /// Runs due checks and returns what to do. `degraded`: the tracker has
-    /// unreconciled losses (nothing is enforced then).
-    pub fn tick(&mut self, tracker: &Tracker, degraded: bool) -> Vec<Action> {
+    /// Queues the next reconcile batch for the coming `tick`. The reconcile
+    /// re-checks every tree once per interval, a batch per timer tick, so a
+    /// host with hundreds of trees never stalls the loop that handles the
+    /// event-driven checks (those ticks do not call this).
+    pub fn reconcile_step(&mut self) {
         let now = Instant::now();
-        // The reconcile re-checks every tree once per interval, a batch per
-        // tick, so a host with hundreds of trees never stalls the loop that
-        // handles the event-driven checks.
         if self.reconcile_queue.is_empty()
             && now.duration_since(self.last_reconcile) >= self.reconcile_interval
         {
@@ -738,6 +826,12 @@ impl Supervisor {
             };
             self.recheck.insert(root);
         }
+    }
+
+    /// Runs due checks and returns what to do. `degraded`: the tracker has
+    /// unreconciled losses (nothing is enforced then).
+    pub fn tick(&mut self, tracker: &Tracker, degraded: bool) -> Vec<Action> {
+        let now = Instant::now();
         // Relays that exited (their process info is dropped on exit).
         let infos = &self.infos;
         self.relays.retain(|k, _| infos.contains_key(k));
@@ -920,6 +1014,7 @@ mod tests {
             reason: None,
             orphan_since: None,
             owners_seen: vec![],
+            stdio_inodes: vec![],
             chain: vec![],
             released_link: None,
             reaping: false,
@@ -946,5 +1041,69 @@ mod tests {
         assert_eq!(s.match_release(None, Some("b")), vec![ProcKey::new(11, 1)]);
         assert!(s.match_release(None, Some("zzz")).is_empty());
         assert!(s.match_release(None, None).is_empty());
+    }
+
+    fn close(inode: u64, peer_inode: u64, kind: CloseKind) -> ProcessEvent {
+        ProcessEvent::Close {
+            key: ProcKey::new(1, 1),
+            fd: 9,
+            inode,
+            peer_inode,
+            kind,
+            last_ref: true,
+            via_dup: false,
+            ktime_ns: 0,
+        }
+    }
+
+    #[test]
+    fn a_close_rechecks_only_the_tree_whose_stdio_it_names() {
+        let mut t = record(10, (1, 5), None);
+        t.stdio_inodes = vec![100, 200];
+        let sock = |ino, peer| close(ino, peer, CloseKind::UnixSocket);
+        let pipe = |ino| {
+            close(
+                ino,
+                0,
+                CloseKind::Pipe {
+                    write_end: true,
+                    ends: 1,
+                },
+            )
+        };
+        // The host's end of the tree's socket: its peer is the tree's stdin.
+        assert!(close_may_release(&sock(99, 100), &t));
+        assert!(close_may_release(&sock(99, 200), &t));
+        // Another socket of the host, and one whose peer is already gone.
+        assert!(!close_may_release(&sock(100, 300), &t));
+        assert!(!close_may_release(&sock(98, 0), &t));
+        // A pipe is the same inode on both ends.
+        assert!(close_may_release(&pipe(200), &t));
+        assert!(!close_may_release(&pipe(201), &t));
+        // close_range did not look at files: every tree of the host.
+        assert!(close_may_release(
+            &close(0, 0, CloseKind::Range { last_fd: 20 }),
+            &t
+        ));
+        // A relay chain: the host closes its own link, not the tree's.
+        let mut chained = t.clone();
+        chained.chain = vec![ProcKey::new(1, 1), ProcKey::new(2, 1)];
+        assert!(close_may_release(&sock(5, 6), &chained));
+        // Not checked yet: stdio unknown, so any close may be the one.
+        let mut fresh = t.clone();
+        fresh.stdio_inodes.clear();
+        assert!(close_may_release(&pipe(7), &fresh));
+    }
+
+    #[test]
+    fn stdio_links_are_read_from_proc_fd_text() {
+        assert_eq!(
+            StdioLink::parse("socket:[4242]"),
+            Some(StdioLink::Socket(4242))
+        );
+        assert_eq!(StdioLink::parse("pipe:[17]"), Some(StdioLink::Pipe(17)));
+        for other in ["/dev/null", "anon_inode:[eventfd]", "socket:[x]", "pipe:[1"] {
+            assert_eq!(StdioLink::parse(other), None, "{other}");
+        }
     }
 }

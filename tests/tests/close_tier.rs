@@ -1,7 +1,8 @@
 //! The eBPF close tier against the real kernel: `tp_btf/sys_enter` reports
 //! a watched host's closes of AF_UNIX sockets and pipes (with the peer's
 //! inode and whether the close drops the last reference), dup2/dup3 onto an
-//! open descriptor, and close_range; unwatched processes report nothing.
+//! open descriptor, and close_range; unwatched processes report nothing; a
+//! close of a tracked tree's stdio wakes the reader without its timer.
 //! Needs root (BPF); skips with a printed reason otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -348,6 +349,64 @@ fn host_closes_report_inode_peer_and_last_reference() {
         assert_eq!(c.close, 7, "{c:?}");
         assert_eq!(c.decode_errors, 0);
         assert_eq!(c.kernel_read_errors, 0);
+    });
+}
+
+#[test]
+fn a_close_of_tracked_stdio_wakes_the_reader_at_once() {
+    if !privileged("a_close_of_tracked_stdio_wakes_the_reader_at_once") {
+        return;
+    }
+    runtime().block_on(async {
+        // A drain timer that never fires within the test: records submitted
+        // without a wake-up stay in the ring until something wakes it.
+        let mut src = EbpfSource::load(&EbpfOptions {
+            drain_interval: Duration::from_secs(3600),
+            ..EbpfOptions::default()
+        })
+        .expect("eBPF loads");
+        assert!(src.close_tier(), "{:?}", src.close_tier_reason());
+        let (tx, mut rx) = mpsc::channel(4096);
+        let _reader = src
+            .spawn_reader(tx, Arc::new(SourceCounters::default()))
+            .unwrap();
+        let (mut host, ready) = Host::start();
+        src.watch_host(host.key()).unwrap();
+        // The pipe is a tracked tree's stdio; the socketpair is not.
+        src.sync_stdio_inodes(&[ready.pipe_ino].into_iter().collect());
+        // Let the reader run its first (immediate) timer drain before the
+        // closes: the runtime is single-threaded and `cmd` never yields.
+        let _ = drain_closes(&mut rx, Duration::from_millis(300)).await;
+
+        host.cmd(&format!("close {}", ready.a));
+        let early = drain_closes(&mut rx, Duration::from_millis(1500)).await;
+        assert!(
+            early.is_empty(),
+            "an untracked close must wait for the drain timer: {early:?}"
+        );
+        // Closing the tracked pipe's write end wakes the reader, which
+        // drains both records in order.
+        host.cmd(&format!("close {}", ready.w));
+        let mut others = Vec::new();
+        let tgid = host.key().tgid;
+        let (_, first) = next_close(&mut rx, tgid, &mut others)
+            .await
+            .expect("the reader woke for the tracked close");
+        let (_, second) = next_close(&mut rx, tgid, &mut others)
+            .await
+            .expect("the tracked close itself");
+        assert_eq!(
+            (first.inode, second.inode),
+            (ready.a_ino, ready.pipe_ino),
+            "{first:?} {second:?}"
+        );
+
+        // Untracked again: the pipe's read end no longer wakes anyone.
+        src.sync_stdio_inodes(&std::collections::HashSet::new());
+        host.cmd(&format!("close {}", ready.r));
+        let late = drain_closes(&mut rx, Duration::from_millis(1500)).await;
+        assert!(late.is_empty(), "untracked after the sync: {late:?}");
+        assert!(others.is_empty(), "{others:?}");
     });
 }
 

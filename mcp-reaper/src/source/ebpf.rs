@@ -105,6 +105,9 @@ pub struct EbpfSource {
     _programs: Ebpf,
     ring: Option<RingBuf<MapData>>,
     watch: HashMap<MapData, u32, WatchEntry>,
+    /// Tracked trees' stdio inodes (`STDIO_INODES`) and this side's copy.
+    stdio: HashMap<MapData, u64, u8>,
+    stdio_known: std::collections::HashSet<u64>,
     counters: Option<PerCpuArray<MapData, u64>>,
     opts: EbpfOptions,
     /// Why the close tier is off; `None` while it runs.
@@ -213,6 +216,10 @@ impl EbpfSource {
             ebpf.take_map("WATCH")
                 .ok_or_else(|| anyhow!("WATCH map missing"))?,
         )?;
+        let stdio = HashMap::try_from(
+            ebpf.take_map("STDIO_INODES")
+                .ok_or_else(|| anyhow!("STDIO_INODES map missing"))?,
+        )?;
         let counters = PerCpuArray::try_from(
             ebpf.take_map("COUNTERS")
                 .ok_or_else(|| anyhow!("COUNTERS map missing"))?,
@@ -221,6 +228,8 @@ impl EbpfSource {
             _programs: ebpf,
             ring: Some(ring),
             watch,
+            stdio,
+            stdio_known: std::collections::HashSet::new(),
             counters: Some(counters),
             opts: opts.clone(),
             close_off,
@@ -271,6 +280,23 @@ impl EbpfSource {
     /// Stops watching `tgid` (its future forks are no longer reported).
     pub fn unwatch(&mut self, tgid: u32) {
         let _ = self.watch.remove(&tgid);
+    }
+
+    /// Makes the kernel's set of tracked stdio inodes equal `wanted`: a
+    /// watched host's close of one of them wakes the reader at once. Only
+    /// the difference is written. A full map (more trees than it holds) is
+    /// no loss: those closes still arrive with the next drain.
+    pub fn sync_stdio_inodes(&mut self, wanted: &std::collections::HashSet<u64>) {
+        let gone: Vec<u64> = self.stdio_known.difference(wanted).copied().collect();
+        for ino in gone {
+            let _ = self.stdio.remove(&ino);
+            self.stdio_known.remove(&ino);
+        }
+        for &ino in wanted {
+            if !self.stdio_known.contains(&ino) && self.stdio.insert(ino, 1, 0).is_ok() {
+                self.stdio_known.insert(ino);
+            }
+        }
     }
 
     /// The watch entry the kernel holds for `tgid`, if any.
