@@ -8,7 +8,7 @@
 //! process's command line break or forge a line (every free-text field is
 //! escaped and bounded), or decide anything: it records what others did.
 //!
-//! Timestamps are RFC 3339 UTC with milliseconds, formatted here from
+//! Timestamps are RFC 3339 UTC with microseconds, formatted here from
 //! `SystemTime` (no date crate). Record ids are `<run>-<counter>`: `run` is
 //! 8 random hex digits read from /dev/urandom once per daemon run, the
 //! counter starts at 1, so ids are unique within a run and across runs.
@@ -227,7 +227,7 @@ pub struct AuditTimings {
 /// One line of the audit log.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    /// RFC 3339 UTC with milliseconds.
+    /// RFC 3339 UTC with microseconds.
     pub ts: String,
     /// Unique per daemon run (`<run>-<counter>`).
     pub id: String,
@@ -265,7 +265,7 @@ impl AuditRecord {
     /// A record stamped now with a fresh id.
     pub fn new(event: AuditEvent) -> Self {
         Self {
-            ts: rfc3339_millis(SystemTime::now()),
+            ts: rfc3339_micros(SystemTime::now()),
             id: next_id(),
             event,
             tree: None,
@@ -356,18 +356,19 @@ fn needs_escape(c: char) -> bool {
         )
 }
 
-/// `2024-05-01T12:34:56.789Z` for `t` (times before 1970 print as the epoch).
-pub fn rfc3339_millis(t: SystemTime) -> String {
+/// `2024-05-01T12:34:56.789012Z` for `t` (times before 1970 print as the
+/// epoch).
+pub fn rfc3339_micros(t: SystemTime) -> String {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
     let secs = d.as_secs();
     let (y, m, day) = civil_from_days(i64::try_from(secs / 86_400).unwrap_or(0));
     let rem = secs % 86_400;
     format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
         rem / 3600,
         (rem / 60) % 60,
         rem % 60,
-        d.subsec_millis()
+        d.subsec_micros()
     )
 }
 
@@ -738,20 +739,25 @@ mod tests {
     }
 
     #[test]
-    fn timestamps_are_rfc3339_utc_with_millis() {
-        let at = |s: u64, ms: u64| UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
-        assert_eq!(rfc3339_millis(at(0, 0)), "1970-01-01T00:00:00.000Z");
+    fn timestamps_are_rfc3339_utc_with_micros() {
+        let at = |s: u64, us: u64| UNIX_EPOCH + Duration::from_micros(s * 1_000_000 + us);
+        assert_eq!(rfc3339_micros(at(0, 0)), "1970-01-01T00:00:00.000000Z");
         assert_eq!(
-            rfc3339_millis(at(951_782_400, 5)),
-            "2000-02-29T00:00:00.005Z"
+            rfc3339_micros(at(951_782_400, 5)),
+            "2000-02-29T00:00:00.000005Z"
         );
         assert_eq!(
-            rfc3339_millis(at(1_700_000_000, 123)),
-            "2023-11-14T22:13:20.123Z"
+            rfc3339_micros(at(1_700_000_000, 123_456)),
+            "2023-11-14T22:13:20.123456Z"
         );
         assert_eq!(
-            rfc3339_millis(at(4_107_542_399, 999)),
-            "2100-02-28T23:59:59.999Z"
+            rfc3339_micros(at(4_107_542_399, 999_999)),
+            "2100-02-28T23:59:59.999999Z"
+        );
+        // Nanoseconds are truncated, never rounded up into the next second.
+        assert_eq!(
+            rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(1_999_999_999)),
+            "1970-01-01T00:00:01.999999Z"
         );
     }
 

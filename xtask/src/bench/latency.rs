@@ -227,14 +227,18 @@ fn json_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     rest.split([',', '}']).next()
 }
 
-/// `2024-05-01T12:34:56.789Z` to microseconds since the epoch.
+/// `2024-05-01T12:34:56.789012Z` (any fraction of 1 to 9 digits) to
+/// microseconds since the epoch.
 fn parse_ts_us(ts: &str) -> Option<i64> {
     let num = |r: std::ops::Range<usize>| ts.get(r)?.parse::<i64>().ok();
-    if ts.len() != 24 || !ts.ends_with('Z') {
+    // `YYYY-MM-DDTHH:MM:SS.<fraction>Z`; the daemon writes six digits.
+    let frac = ts.get(20..)?.strip_suffix('Z')?;
+    if ts.get(19..20)? != "." || frac.is_empty() || frac.len() > 9 {
         return None;
     }
+    let frac_us = frac.parse::<i64>().ok()? * 10_i64.pow(9 - frac.len() as u32) / 1000;
     let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (hh, mm, ss, ms) = (num(11..13)?, num(14..16)?, num(17..19)?, num(20..23)?);
+    let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
     // Days from civil (H. Hinnant).
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -243,7 +247,7 @@ fn parse_ts_us(ts: &str) -> Option<i64> {
     let doy = (153 * mp + 2) / 5 + d - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     let days = era * 146_097 + doe - 719_468;
-    Some((((days * 24 + hh) * 60 + mm) * 60 + ss) * 1_000_000 + ms * 1000)
+    Some((((days * 24 + hh) * 60 + mm) * 60 + ss) * 1_000_000 + frac_us)
 }
 
 #[derive(Default)]
@@ -759,7 +763,7 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
          tree is tracked live (`mcp-reaper release --dry-run --owner <this pid>`), it closes its ends \
          one at a time, {} ms apart, noting the wall-clock (CLOCK_REALTIME) time of each close.\n\n\
          - **Detection** = `ts` of the tree's `orphan-detected` audit record minus the close time. \
-         Audit timestamps are truncated to the millisecond, so each value can read up to 1 ms low.\n\
+         Audit timestamps carry microseconds.\n\
          - **Reap** = `timings.reaped_ms` of the tree's `reap` record: the reaper's own run, from its \
          start (after detection, confirmation and the grace period) until every member's pidfd \
          reported exit (SIGSTOP, SIGTERM + SIGCONT, waiting up to `kill_after`, then SIGKILL for \
@@ -922,7 +926,7 @@ mod tests {
     fn parses_audit_lines() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("a.jsonl");
-        let lines = "{\"ts\":\"2026-11-25T18:00:00.123Z\",\"id\":\"x-1\",\"event\":\"orphan-detected\",\"tree\":{\"root\":{\"tgid\":42,\"start_ticks\":7},\"server\":\"fake\"},\"reason\":\"peer-released\"}\n\
+        let lines = "{\"ts\":\"2026-11-25T18:00:00.123456Z\",\"id\":\"x-1\",\"event\":\"orphan-detected\",\"tree\":{\"root\":{\"tgid\":42,\"start_ticks\":7},\"server\":\"fake\"},\"reason\":\"peer-released\"}\n\
                      {\"ts\":\"2026-11-25T18:00:00.200Z\",\"id\":\"x-2\",\"event\":\"reap\",\"tree\":{\"root\":{\"tgid\":42,\"start_ticks\":7}},\"outcome\":\"Terminated\",\"timings\":{\"reaped_ms\":12}}\n\
                      {\"ts\":\"2026-11-25T18:00:00.200Z\",\"id\":\"x-3\",\"event\":\"startup\",\"why\":\"\"}\n";
         std::fs::write(&path, lines).unwrap_or_else(|e| panic!("{e}"));
@@ -933,8 +937,31 @@ mod tests {
         assert_eq!(t.reason.as_deref(), Some("peer-released"));
         assert_eq!(
             t.detected_us,
-            Some(1_795_564_800_000_000 + 18 * 3_600_000_000 + 123_000)
+            Some(1_795_564_800_000_000 + 18 * 3_600_000_000 + 123_456)
         );
+    }
+
+    #[test]
+    fn timestamps_of_any_precision() {
+        let base = 1_795_564_800_000_000 + 18 * 3_600_000_000;
+        assert_eq!(parse_ts_us("2026-11-25T18:00:00.5Z"), Some(base + 500_000));
+        assert_eq!(
+            parse_ts_us("2026-11-25T18:00:00.123Z"),
+            Some(base + 123_000)
+        );
+        assert_eq!(
+            parse_ts_us("2026-11-25T18:00:00.123456789Z"),
+            Some(base + 123_456)
+        );
+        for bad in [
+            "2026-11-25T18:00:00Z",
+            "2026-11-25T18:00:00.Z",
+            "2026-11-25T18:00:00.1234567890Z",
+            "2026-11-25T18:00:00.12x",
+            "",
+        ] {
+            assert_eq!(parse_ts_us(bad), None, "{bad}");
+        }
     }
 
     #[test]
