@@ -43,6 +43,11 @@ pub mod close_flag {
     pub const WRITE_END: u32 = 1 << 1;
     /// The close is implicit: `dup2`/`dup3` onto an open descriptor.
     pub const VIA_DUP: u32 = 1 << 2;
+    /// Reported by the UNIX-socket release hook (fentry or kprobe on
+    /// `unix_release`): the socket's last reference is gone, whichever
+    /// process or kernel path dropped it (close, dup2, exec, exit). The
+    /// record's process is whoever was current; its descriptor is unknown.
+    pub const RELEASE: u32 = 1 << 3;
 }
 
 /// uapi `CLOSE_RANGE_CLOEXEC`: close_range only marks the range

@@ -61,6 +61,22 @@ fn sock_ino(sk: *const u8, o: &FileOffsets) -> Result<u64, i32> {
     read::<u64>(socket, o.socket_to_inode.wrapping_add(o.inode_ino))
 }
 
+/// A `struct socket *` being released: its inode and its peer's, when it
+/// is an AF_UNIX socket (`None` otherwise, or when it has no sock left).
+#[inline(always)]
+pub fn unix_released(socket: *const u8, o: &FileOffsets) -> Result<Option<(u64, u64)>, i32> {
+    if socket.is_null() {
+        return Ok(None);
+    }
+    let sk = read::<*const u8>(socket, o.socket_sk)?;
+    if sk.is_null() || read::<u16>(sk, o.sock_family)? != AF_UNIX {
+        return Ok(None);
+    }
+    let inode = read::<u64>(socket, o.socket_to_inode.wrapping_add(o.inode_ino))?;
+    let peer = read::<*const u8>(sk, o.unix_peer)?;
+    Ok(Some((inode, sock_ino(peer, o)?)))
+}
+
 /// Looks at what `fd` of `task` refers to. `None`: not open, or neither an
 /// AF_UNIX socket nor a pipe.
 #[inline(always)]

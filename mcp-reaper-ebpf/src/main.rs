@@ -1,7 +1,8 @@
 //! mcp-reaper's kernel programs.
 //!
 //! Owns: the tracepoint programs that report process lifecycle events and
-//! keep fork lineage of watched processes in the kernel. Each program is in
+//! keep fork lineage of watched processes in the kernel, a watched host's
+//! closes, and the optional UNIX-socket release hook. Each program is in
 //! its own module and stays thin; shared state (maps, globals, task field
 //! reads) lives in `maps`, `task` and `files`.
 //!
@@ -18,6 +19,7 @@ mod exit;
 mod files;
 mod fork;
 mod maps;
+mod release;
 mod task;
 
 #[cfg(not(test))]

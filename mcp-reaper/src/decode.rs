@@ -148,6 +148,7 @@ fn decode_close(b: &[u8]) -> Result<ProcessEvent, DecodeError> {
         kind,
         last_ref: ev.flags & close_flag::LAST_REF != 0,
         via_dup: ev.flags & close_flag::VIA_DUP != 0,
+        via_release: ev.flags & close_flag::RELEASE != 0,
         ktime_ns: ev.ktime_ns,
     })
 }
@@ -392,9 +393,26 @@ mod tests {
                 kind: CloseKind::UnixSocket,
                 last_ref: true,
                 via_dup: false,
+                via_release: false,
                 ktime_ns: 9_000_000_000,
             }
         );
+        let mut released = close_event();
+        released.flags = close_flag::LAST_REF | close_flag::RELEASE;
+        released.first_fd = u32::MAX;
+        released.last_fd = u32::MAX;
+        match decode(&close_bytes(&released)).unwrap() {
+            ProcessEvent::Close {
+                via_release,
+                last_ref,
+                kind,
+                ..
+            } => {
+                assert!(via_release && last_ref);
+                assert_eq!(kind, CloseKind::UnixSocket);
+            }
+            other => panic!("expected close, got {other:?}"),
+        }
         let mut pipe = close_event();
         pipe.file_kind = close_kind::PIPE;
         pipe.peer_inode = 0;

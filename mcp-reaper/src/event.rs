@@ -72,6 +72,10 @@ pub enum ProcessEvent {
         last_ref: bool,
         /// The close is implicit, by dup2/dup3 onto an open `fd`.
         via_dup: bool,
+        /// Reported by the UNIX-socket release hook: the socket's last
+        /// reference is gone, whoever dropped it (`key` is the process
+        /// that was current, possibly a kernel worker; `fd` is unknown).
+        via_release: bool,
         ktime_ns: u64,
     },
 }

@@ -269,12 +269,18 @@ impl Supervisor {
             }
             // A host released a socket, pipe or fd range: the trees it may
             // have let go are rechecked (sock_diag/proc confirm).
-            ProcessEvent::Close { key, .. } => {
+            ProcessEvent::Close {
+                key, via_release, ..
+            } => {
+                // The release hook names the tree's socket whoever dropped
+                // it; a close by a host only concerns that host's trees.
                 let owned = self
                     .trees
                     .values()
                     .filter(|t| {
-                        (t.host == Some(*key) || t.owners_seen.iter().any(|o| o.key == *key))
+                        (*via_release
+                            || t.host == Some(*key)
+                            || t.owners_seen.iter().any(|o| o.key == *key))
                             && close_may_release(ev, t)
                     })
                     .map(|t| t.root);
@@ -1052,6 +1058,7 @@ mod tests {
             kind,
             last_ref: true,
             via_dup: false,
+            via_release: false,
             ktime_ns: 0,
         }
     }

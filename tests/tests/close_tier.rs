@@ -2,7 +2,9 @@
 //! a watched host's closes of AF_UNIX sockets and pipes (with the peer's
 //! inode and whether the close drops the last reference), dup2/dup3 onto an
 //! open descriptor, and close_range; unwatched processes report nothing; a
-//! close of a tracked tree's stdio wakes the reader without its timer.
+//! close of a tracked tree's stdio wakes the reader without its timer; the
+//! optional UNIX-socket release hook attaches where `doctor` says the kernel
+//! allows it, and otherwise falls back to the close tier alone.
 //! Needs root (BPF); skips with a printed reason otherwise.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -16,6 +18,7 @@ use std::{
 
 use mcp_reaper::{
     daemon::{Agent, AgentOptions},
+    doctor::{self, CheckId},
     event::{CloseKind, ProcessEvent, SourceMsg},
     identity::ProcKey,
     source::{
@@ -407,6 +410,97 @@ fn a_close_of_tracked_stdio_wakes_the_reader_at_once() {
         let late = drain_closes(&mut rx, Duration::from_millis(1500)).await;
         assert!(late.is_empty(), "untracked after the sync: {late:?}");
         assert!(others.is_empty(), "{others:?}");
+    });
+}
+
+#[test]
+fn the_release_hook_attaches_where_the_kernel_allows_and_falls_back_cleanly() {
+    if !privileged("the_release_hook_attaches_where_the_kernel_allows_and_falls_back_cleanly") {
+        return;
+    }
+    // What this kernel allows, as `doctor` finds it with its own probes.
+    let report = mcp_reaper::doctor::diagnose();
+    let allowed = |id: CheckId| {
+        report
+            .checks
+            .iter()
+            .any(|c| c.id == id && c.status == doctor::Status::Ok)
+    };
+    let expected = if allowed(CheckId::Fentry) {
+        Some("fentry")
+    } else if allowed(CheckId::Kprobe) {
+        Some("kprobe")
+    } else {
+        None
+    };
+    runtime().block_on(async {
+        let mut src = EbpfSource::load(&EbpfOptions::default()).expect("eBPF loads");
+        assert_eq!(
+            src.release_hook(),
+            expected,
+            "{:?}",
+            src.release_hook_reason()
+        );
+        // Whatever the hook did, the close tier runs.
+        assert!(src.close_tier(), "{:?}", src.close_tier_reason());
+        let (tx, mut rx) = mpsc::channel(4096);
+        let _reader = src
+            .spawn_reader(tx, Arc::new(SourceCounters::default()))
+            .unwrap();
+        let (mut host, ready) = Host::start();
+        let tgid = host.key().tgid;
+        let Some(how) = expected else {
+            let reason = src.release_hook_reason().unwrap_or_default();
+            assert!(
+                reason.contains("fentry:") && reason.contains("kprobe:"),
+                "the reason names both attempts: {reason}"
+            );
+            println!("release hook off on this kernel ({reason}); checked the fallback only");
+            // The fallback: a watched host's close still arrives.
+            src.watch_host(host.key()).unwrap();
+            host.cmd(&format!("close {}", ready.a));
+            let mut others = Vec::new();
+            let (_, seen) = next_close(&mut rx, tgid, &mut others)
+                .await
+                .expect("the close tier reports the close");
+            assert_eq!(seen.inode, ready.a_ino);
+            return;
+        };
+        // The hook: the host is NOT watched, so the close tier stays
+        // silent; its close of `a` releases a socket whose peer (`b`) is
+        // tracked stdio, and `b`'s own socket is not reported.
+        src.sync_stdio_inodes(&[ready.b_ino].into_iter().collect());
+        let _ = drain_closes(&mut rx, Duration::from_millis(300)).await;
+        host.cmd(&format!("close {}", ready.a));
+        let closes = drain_closes(&mut rx, Duration::from_secs(3)).await;
+        let released: Vec<_> = closes
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e,
+                    ProcessEvent::Close {
+                        via_release: true,
+                        ..
+                    }
+                )
+            })
+            .collect();
+        assert_eq!(released.len(), 1, "{how}: {closes:?}");
+        let ProcessEvent::Close {
+            key,
+            inode,
+            peer_inode,
+            last_ref,
+            ..
+        } = released[0]
+        else {
+            unreachable!()
+        };
+        assert_eq!(
+            (key.tgid, *inode, *peer_inode, *last_ref),
+            (tgid, ready.a_ino, ready.b_ino, true)
+        );
+        drop(host);
     });
 }
 

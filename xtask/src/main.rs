@@ -52,6 +52,9 @@ enum Command {
     Test,
     /// Run benchmarks and record the results in BENCHMARKS.md.
     Bench(bench::BenchArgs),
+    /// Internal to `bench latency`: storms when told on stdin.
+    #[command(name = bench::WORKER_COMMAND, hide = true)]
+    StormWorker,
 }
 
 fn main() -> ExitCode {
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run(&args),
         Command::Test => test::run(),
         Command::Bench(args) => bench::run(&args),
+        Command::StormWorker => bench::storm_worker(),
     };
     match result {
         Ok(code) => code,

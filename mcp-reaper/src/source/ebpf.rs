@@ -22,7 +22,7 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::BtfTracePoint,
+    programs::{BtfTracePoint, FEntry, KProbe},
 };
 use mcp_reaper_common::{CloseSyscalls, FileOffsets, WatchEntry, counter, watch};
 use tokio::{
@@ -30,7 +30,7 @@ use tokio::{
     sync::mpsc,
     task::JoinHandle,
 };
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::SourceCounters;
 use crate::{
@@ -52,6 +52,12 @@ pub const TRACEPOINTS: [&str; 3] = [
 
 /// The close tier's program (`tp_btf/sys_enter`, raw_syscalls).
 pub const CLOSE_TRACEPOINT: &str = "sys_enter";
+
+/// The kernel function the optional release hook attaches to.
+pub const RELEASE_FUNCTION: &str = "unix_release";
+/// The release hook as fentry, and as kprobe where fentry is refused.
+const RELEASE_FENTRY: &str = "unix_release_fentry";
+const RELEASE_KPROBE: &str = "unix_release_kprobe";
 
 /// The syscall numbers of this architecture the close program watches.
 pub fn native_close_syscalls() -> CloseSyscalls {
@@ -84,6 +90,9 @@ pub struct EbpfOptions {
     /// Load the close tier (hosts' closes of sockets and pipes) when the
     /// kernel allows it.
     pub close_tier: bool,
+    /// Try the UNIX-socket release hook (fentry, else kprobe) when the
+    /// kernel allows it.
+    pub release_hook: bool,
 }
 
 impl Default for EbpfOptions {
@@ -95,6 +104,7 @@ impl Default for EbpfOptions {
             kernel_log: false,
             btf_path: PathBuf::from(VMLINUX_BTF),
             close_tier: true,
+            release_hook: true,
         }
     }
 }
@@ -112,6 +122,8 @@ pub struct EbpfSource {
     opts: EbpfOptions,
     /// Why the close tier is off; `None` while it runs.
     close_off: Option<String>,
+    /// The UNIX-socket release hook: how it attached, or why it did not.
+    release: Result<&'static str, String>,
 }
 
 impl std::fmt::Debug for EbpfSource {
@@ -197,14 +209,26 @@ impl EbpfSource {
                 .with_context(|| format!("attaching tp_btf/{tp}"))?;
         }
         // The close tier is optional: process events run without it.
-        let close_off = match close_offsets {
-            Err(reason) => Some(reason),
+        let close_off = match &close_offsets {
+            Err(reason) => Some(reason.clone()),
             Ok(_) => attach_close(&mut ebpf, &btf)
                 .err()
                 .map(|e| format!("{e:#}")),
         };
         if let Some(reason) = &close_off {
             warn!("eBPF close tier off: {reason}");
+        }
+        // Optional too: most kernels without it still run the close tier.
+        let release = match (&close_offsets, opts.release_hook) {
+            (Err(reason), _) => Err(reason.clone()),
+            (Ok(_), false) => Err("disabled".to_owned()),
+            (Ok(_), true) => attach_release(&mut ebpf, &btf),
+        };
+        match &release {
+            Ok(how) => info!("UNIX-socket release hook attached ({how}/{RELEASE_FUNCTION})"),
+            Err(reason) => info!(
+                "UNIX-socket release hook off ({reason}); hosts' closes come from the close tier"
+            ),
         }
         drop(btf);
         release_freed_memory();
@@ -233,12 +257,24 @@ impl EbpfSource {
             counters: Some(counters),
             opts: opts.clone(),
             close_off,
+            release,
         })
     }
 
     /// Whether the close tier (`tp_btf/sys_enter`) is loaded and attached.
     pub fn close_tier(&self) -> bool {
         self.close_off.is_none()
+    }
+
+    /// How the UNIX-socket release hook is attached (`fentry`, `kprobe`), or
+    /// `None` when it is not.
+    pub fn release_hook(&self) -> Option<&'static str> {
+        self.release.as_ref().ok().copied()
+    }
+
+    /// Why the release hook is off (`None` while it runs).
+    pub fn release_hook_reason(&self) -> Option<&str> {
+        self.release.as_ref().err().map(String::as_str)
     }
 
     /// Why the close tier is off (`None` while it runs).
@@ -340,6 +376,36 @@ fn attach_close(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
     prog.attach()
         .with_context(|| format!("attaching tp_btf/{CLOSE_TRACEPOINT}"))?;
     Ok(())
+}
+
+/// Attaches the release hook: fentry where the kernel allows it, else a
+/// kprobe. Returns which, or why neither (both failures, shortened).
+fn attach_release(ebpf: &mut Ebpf, btf: &Btf) -> Result<&'static str, String> {
+    let fentry = (|| -> anyhow::Result<()> {
+        let prog: &mut FEntry = ebpf
+            .program_mut(RELEASE_FENTRY)
+            .ok_or_else(|| anyhow!("program {RELEASE_FENTRY} missing from the object"))?
+            .try_into()?;
+        prog.load(RELEASE_FUNCTION, btf).context("load")?;
+        prog.attach().context("attach")?;
+        Ok(())
+    })();
+    let Err(fentry) = fentry else {
+        return Ok("fentry");
+    };
+    let kprobe = (|| -> anyhow::Result<()> {
+        let prog: &mut KProbe = ebpf
+            .program_mut(RELEASE_KPROBE)
+            .ok_or_else(|| anyhow!("program {RELEASE_KPROBE} missing from the object"))?
+            .try_into()?;
+        prog.load().context("load")?;
+        prog.attach(RELEASE_FUNCTION, 0).context("attach")?;
+        Ok(())
+    })();
+    let Err(kprobe) = kprobe else {
+        return Ok("kprobe");
+    };
+    Err(format!("fentry: {fentry:#}; kprobe: {kprobe:#}"))
 }
 
 /// Returns freed heap pages to the kernel, so the BTF parsed at start-up

@@ -12,6 +12,8 @@ mod scan;
 mod scrape;
 mod spawn_storm;
 
+pub use latency::{WORKER_COMMAND, storm_worker};
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
