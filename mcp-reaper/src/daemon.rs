@@ -193,14 +193,34 @@ impl Agent {
             ActiveSource::Ebpf => ExitReporting::WatchedOnly,
             ActiveSource::Pidfd | ActiveSource::Poll => ExitReporting::All,
         };
-        // Only the pidfd tier runs the watches: each tier works alone, and
-        // the eBPF tier already sees closes and exits in the kernel.
-        let (stdin_watch, wake_rx) = match active {
-            ActiveSource::Pidfd => {
-                let (w, rx) = crate::stdin_watch::StdinWatch::new();
-                (Some(w), Some(rx))
+        // The pidfd tier runs the stdin watches; so does the eBPF tier
+        // without its close tier (off by option, or refused by the kernel),
+        // which otherwise sees hosts' closes in the kernel.
+        let watch_stdin = match active {
+            ActiveSource::Pidfd => true,
+            ActiveSource::Ebpf => {
+                !ebpf.as_ref().is_some_and(EbpfSource::close_tier)
+                    && match crate::stdin_watch::probe() {
+                        Ok(()) => {
+                            info!("eBPF close tier off: watching tree roots' stdin through pidfds");
+                            true
+                        }
+                        Err(e) => {
+                            warn!(
+                                "eBPF close tier off and pidfd_getfd unusable ({e}): \
+                                 releases are seen by the reconcile"
+                            );
+                            false
+                        }
+                    }
             }
-            ActiveSource::Ebpf | ActiveSource::Poll => (None, None),
+            ActiveSource::Poll => false,
+        };
+        let (stdin_watch, wake_rx) = if watch_stdin {
+            let (w, rx) = crate::stdin_watch::StdinWatch::new();
+            (Some(w), Some(rx))
+        } else {
+            (None, None)
         };
         let mut tracker = Tracker::new(opts.max_processes).with_exit_reporting(reporting);
         // Attach first, snapshot second: a process born in between is in
@@ -566,8 +586,10 @@ impl Agent {
         supervise.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
         loop {
+            let followup = self.supervisor.next_followup();
             tokio::select! {
                 () = &mut shutdown => break,
+                () = sleep_until(followup) => self.supervise_now(),
                 msg = self.rx.recv() => match msg {
                     Some(msg) => self.handle(msg),
                     None => {
@@ -646,6 +668,14 @@ impl Agent {
 }
 
 /// The next pidfd-tier wake; never resolves in the other tiers.
+/// Sleeps until `at`, or forever when there is nothing to wait for.
+async fn sleep_until(at: Option<std::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(tokio::time::Instant::from_std(at)).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_wake(
     rx: &mut Option<mpsc::UnboundedReceiver<crate::stdin_watch::Wake>>,
 ) -> Option<crate::stdin_watch::Wake> {

@@ -136,6 +136,12 @@ struct RunArgs {
     #[arg(long)]
     kernel_log: bool,
 
+    /// eBPF tier: do not attach the close tier (tp_btf/sys_enter, which
+    /// every syscall on the machine pays for). Released stdio is then seen
+    /// through per-tree pidfd_getfd stdin watches, as in the pidfd tier.
+    #[arg(long)]
+    no_close_tier: bool,
+
     /// Where procfs is mounted (a host's /proc inside a container, say).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     proc_root: PathBuf,
@@ -224,6 +230,7 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
         ebpf: EbpfOptions {
             ring_bytes: args.ring_buffer_bytes,
             kernel_log: args.kernel_log,
+            close_tier: !args.no_close_tier,
             ..EbpfOptions::default()
         },
         poll: PollOptions {

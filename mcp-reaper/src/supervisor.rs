@@ -104,6 +104,10 @@ fn close_may_release(ev: &ProcessEvent, t: &TreeRecord) -> bool {
     }
 }
 
+/// After a close that may have released a tree, the delays of its second
+/// and third looks (the first is at once).
+pub const CLOSE_FOLLOWUPS: [Duration; 2] = [Duration::from_millis(5), Duration::from_millis(100)];
+
 /// Trees re-checked per supervision tick by the reconcile.
 pub const RECONCILE_BATCH: usize = 16;
 
@@ -181,6 +185,8 @@ pub struct Supervisor {
     pub reconcile_interval: Duration,
     /// Trees still to re-check in the current reconcile round.
     reconcile_queue: std::collections::VecDeque<ProcKey>,
+    /// Second looks after a close: (when, tree).
+    followups: Vec<(Instant, ProcKey)>,
 }
 
 fn view(p: &ProcInfo) -> ProcView<'_> {
@@ -214,6 +220,7 @@ impl Supervisor {
             respawns: Vec::new(),
             reconcile_interval: Duration::from_secs(1),
             reconcile_queue: std::collections::VecDeque::new(),
+            followups: Vec::new(),
         }
     }
 
@@ -257,6 +264,16 @@ impl Supervisor {
                 {
                     self.recheck.insert(root);
                 }
+                // A relay hop that exits may have been a chain's last link.
+                if self.relays.contains_key(key) {
+                    let chained: Vec<ProcKey> = self
+                        .trees
+                        .values()
+                        .filter(|t| t.chain.contains(key))
+                        .map(|t| t.root)
+                        .collect();
+                    self.recheck.extend(chained);
+                }
                 if self.hosts.remove(key).is_some() {
                     let owned: Vec<ProcKey> = self
                         .trees
@@ -274,7 +291,7 @@ impl Supervisor {
             } => {
                 // The release hook names the tree's socket whoever dropped
                 // it; a close by a host only concerns that host's trees.
-                let owned = self
+                let owned: Vec<ProcKey> = self
                     .trees
                     .values()
                     .filter(|t| {
@@ -283,7 +300,17 @@ impl Supervisor {
                             || t.owners_seen.iter().any(|o| o.key == *key))
                             && close_may_release(ev, t)
                     })
-                    .map(|t| t.root);
+                    .map(|t| t.root)
+                    .collect();
+                // The close tier reports a close as the syscall starts: the
+                // check that runs at once may still see the file open, and
+                // a relay hop takes a moment to exit. Look again shortly.
+                let now = Instant::now();
+                for root in &owned {
+                    for delay in CLOSE_FOLLOWUPS {
+                        self.followups.push((now + delay, *root));
+                    }
+                }
                 self.recheck.extend(owned);
             }
         }
@@ -782,6 +809,11 @@ impl Supervisor {
         true
     }
 
+    /// When the next follow-up check after a close is due, if any.
+    pub fn next_followup(&self) -> Option<Instant> {
+        self.followups.iter().map(|&(due, _)| due).min()
+    }
+
     /// Whether an event asked for a check that has not run yet.
     pub fn has_due_checks(&self) -> bool {
         !self.recheck.is_empty()
@@ -838,6 +870,21 @@ impl Supervisor {
     /// unreconciled losses (nothing is enforced then).
     pub fn tick(&mut self, tracker: &Tracker, degraded: bool) -> Vec<Action> {
         let now = Instant::now();
+        // Follow-ups that are due, for trees not already judged orphaned.
+        let trees = &self.trees;
+        let recheck = &mut self.recheck;
+        self.followups.retain(|&(due, root)| {
+            if due > now {
+                return true;
+            }
+            if trees
+                .get(&root)
+                .is_some_and(|t| t.state != TreeState::Orphaned && !t.reaping)
+            {
+                recheck.insert(root);
+            }
+            false
+        });
         // Relays that exited (their process info is dropped on exit).
         let infos = &self.infos;
         self.relays.retain(|k, _| infos.contains_key(k));
@@ -1112,5 +1159,38 @@ mod tests {
         for other in ["/dev/null", "anon_inode:[eventfd]", "socket:[x]", "pipe:[1"] {
             assert_eq!(StdioLink::parse(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_close_that_names_a_tree_schedules_a_check_now_and_two_follow_ups() {
+        let mut s = Supervisor::new(Arc::new(Config::default()), "/proc".into());
+        let tracker = Tracker::new(1024);
+        let mut t = record(10, (1, 5), None);
+        t.stdio_inodes = vec![100];
+        s.trees.insert(t.root, t);
+        let before = Instant::now();
+        // Another socket of the same host: nothing to do.
+        s.observe(&close(98, 300, CloseKind::UnixSocket), &tracker);
+        assert!(!s.has_due_checks());
+        assert_eq!(s.next_followup(), None);
+        // The tree's own socket.
+        s.observe(&close(99, 100, CloseKind::UnixSocket), &tracker);
+        assert!(s.recheck.contains(&ProcKey::new(10, 1)));
+        let dues: Vec<Duration> = s
+            .followups
+            .iter()
+            .map(|&(due, root)| {
+                assert_eq!(root, ProcKey::new(10, 1));
+                due.duration_since(before)
+            })
+            .collect();
+        assert_eq!(dues.len(), CLOSE_FOLLOWUPS.len());
+        for (due, delay) in dues.iter().zip(CLOSE_FOLLOWUPS) {
+            assert!(*due >= delay, "{due:?} < {delay:?}");
+        }
+        assert!(
+            s.next_followup()
+                .is_some_and(|d| d >= before + CLOSE_FOLLOWUPS[0])
+        );
     }
 }

@@ -13,7 +13,11 @@ use std::{
 mod common;
 
 use common::Daemon;
-use mcp_reaper::{config::Config, policy::Decision, source::SourceChoice};
+use mcp_reaper::{
+    config::Config,
+    policy::Decision,
+    source::{SourceChoice, ebpf::EbpfOptions},
+};
 use mcp_reaper_tests::{
     host::{Session, TestHost, Transport, is_alive, server_tree_pids},
     privileged, start_ticks, wait_until,
@@ -55,7 +59,15 @@ fn spawn_sessions(host: &mut TestHost, n: usize, transport: Transport) -> Vec<Se
 /// released by the host (stdin closed; the server ignores EOF and leaks),
 /// some kept. Exactly the released trees die, whole.
 fn released_sessions_die_kept_sessions_live(source: SourceChoice, n: usize) {
-    let daemon = Daemon::start(source, config(""));
+    released_sessions_die_kept_sessions_live_with(source, n, EbpfOptions::default());
+}
+
+fn released_sessions_die_kept_sessions_live_with(
+    source: SourceChoice,
+    n: usize,
+    ebpf: EbpfOptions,
+) {
+    let daemon = Daemon::start_with(source, config(""), ebpf);
     let mut host = TestHost::start();
     let mut sessions = spawn_sessions(&mut host, n / 2, Transport::Socket);
     sessions.extend(spawn_sessions(&mut host, n - n / 2, Transport::Pipe));
@@ -102,6 +114,23 @@ fn ebpf_tier_reaps_exactly_the_released_sessions() {
         return;
     }
     released_sessions_die_kept_sessions_live(SourceChoice::Ebpf, 20);
+}
+
+/// The eBPF tier with its close tier off (`run --no-close-tier`): stdin
+/// watches through pidfds stand in for the kernel's close records.
+fn without_close_tier() -> EbpfOptions {
+    EbpfOptions {
+        close_tier: false,
+        ..EbpfOptions::default()
+    }
+}
+
+#[test]
+fn ebpf_tier_without_close_tier_reaps_exactly_the_released_sessions() {
+    if !privileged("ebpf_tier_without_close_tier_reaps_exactly_the_released_sessions") {
+        return;
+    }
+    released_sessions_die_kept_sessions_live_with(SourceChoice::Ebpf, 6, without_close_tier());
 }
 
 #[test]
@@ -151,6 +180,14 @@ fn ebpf_tier_reaps_every_tree_of_a_killed_host_only() {
 }
 
 #[test]
+fn ebpf_tier_without_close_tier_never_reaps_idle_or_shut_down_but_open_sessions() {
+    if !privileged("ebpf_tier_without_close_tier_never_reaps_idle_or_shut_down_but_open_sessions") {
+        return;
+    }
+    idle_and_shut_down_never_reaped_with(SourceChoice::Ebpf, without_close_tier());
+}
+
+#[test]
 fn poll_tier_reaps_every_tree_of_a_killed_host_only() {
     if !privileged("poll_tier_reaps_every_tree_of_a_killed_host_only") {
         return;
@@ -187,7 +224,11 @@ fn pidfd_tier_never_reaps_idle_or_shut_down_but_open_sessions() {
 }
 
 fn idle_and_shut_down_never_reaped(source: SourceChoice) {
-    let daemon = Daemon::start(source, config(""));
+    idle_and_shut_down_never_reaped_with(source, EbpfOptions::default());
+}
+
+fn idle_and_shut_down_never_reaped_with(source: SourceChoice, ebpf: EbpfOptions) {
+    let daemon = Daemon::start_with(source, config(""), ebpf);
     let mut host = TestHost::start();
     let idle = host.spawn("idle", Transport::Socket, &[]);
     let shut = host.spawn("shut", Transport::Socket, &[]);

@@ -12,7 +12,7 @@ use mcp_reaper::{
     config::Config,
     daemon::{Agent, AgentOptions, Shared},
     identity::ProcKey,
-    source::{SourceChoice, poll::PollOptions},
+    source::{SourceChoice, ebpf::EbpfOptions, poll::PollOptions},
 };
 use mcp_reaper_tests::wait_until;
 
@@ -29,6 +29,11 @@ static ONE_DAEMON: Mutex<()> = Mutex::new(());
 
 impl Daemon {
     pub fn start(source: SourceChoice, config: Config) -> Self {
+        Self::start_with(source, config, EbpfOptions::default())
+    }
+
+    /// As `start`, with these eBPF options (say, without the close tier).
+    pub fn start_with(source: SourceChoice, config: Config, ebpf: EbpfOptions) -> Self {
         let serial = ONE_DAEMON
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -47,6 +52,7 @@ impl Daemon {
                         ..PollOptions::default()
                     },
                     config: Arc::new(config),
+                    ebpf,
                     ..AgentOptions::default()
                 })
                 .expect("agent starts");

@@ -21,10 +21,11 @@ const TARGET_RSS_MIB: f64 = 30.0;
 #[command(next_help_heading = "spawn-storm")]
 pub struct Args {
     /// Spawns per storm.
-    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(1..))]
     spawns: u32,
-    /// Storms, alternating no daemon / daemon running (at least 2).
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    /// Storms, alternating no daemon / daemon running (at least 2). Many
+    /// short storms spread the machine's drift over both configurations.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
     rounds: u32,
 }
 
