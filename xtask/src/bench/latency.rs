@@ -39,7 +39,9 @@ cmdline = 'bash -c # mcp-fake-server(?s:.*)'
 grace = "0s"
 kill_after = "1s"
 "#;
-const TIERS: &[&str] = &["ebpf", "poll"];
+/// The eBPF tier run with `--no-close-tier` (stdin watches instead).
+const NO_CLOSE_TIER: &str = "ebpf-no-close-tier";
+const TIERS: &[&str] = &["ebpf", NO_CLOSE_TIER, "poll"];
 const BATCH: u32 = 20;
 const BATCH_PAUSE: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_secs(2);
@@ -66,10 +68,11 @@ pub struct Args {
     /// Spawns of /bin/true per latency spawn-storm round.
     #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(1..))]
     storm_spawns: u32,
-    /// Latency spawn-storm rounds, alternating no daemon / daemon (at least
-    /// 2); each round runs the host's storm and the bystander's. Many short
-    /// rounds spread the machine's drift over both configurations.
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
+    /// Latency spawn-storm rounds, cycling no daemon / daemon / daemon with
+    /// `--no-close-tier` (at least 3); each round runs the host's storm and
+    /// the bystander's. Many short rounds spread the machine's drift over
+    /// every configuration.
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(3..))]
     storm_rounds: u32,
     /// Chained sessions (host -> relay -> anchor -> fake server, through
     /// tests/hosts/chain_host.py) ended one by one; 0 skips the chained row.
@@ -152,12 +155,20 @@ impl Drop for Fleet {
     }
 }
 
+/// `source` is a tier label: a `--source` value, or [`NO_CLOSE_TIER`].
 fn daemon_args(source: &str, dir: &Path, audit: &str) -> Vec<String> {
     let p = |name: &str| dir.join(name).display().to_string();
-    vec![
-        "run".into(),
-        "--source".into(),
-        source.into(),
+    let (source, extra): (&str, &[&str]) = if source == NO_CLOSE_TIER {
+        ("ebpf", &["--no-close-tier"])
+    } else {
+        (source, &[])
+    };
+    let mut args: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
+    args.splice(
+        0..0,
+        ["run".to_owned(), "--source".to_owned(), source.to_owned()],
+    );
+    args.extend([
         "--config".into(),
         p("config.toml"),
         "--listen".into(),
@@ -166,7 +177,8 @@ fn daemon_args(source: &str, dir: &Path, audit: &str) -> Vec<String> {
         audit.into(),
         "--control-socket".into(),
         p("c.sock"),
-    ]
+    ]);
+    args
 }
 
 fn start_daemon(ctx: &Context, source: &str, dir: &Path, audit: &str) -> Result<Daemon> {
@@ -424,12 +436,14 @@ fn median(mut v: Vec<Duration>) -> Option<Duration> {
 struct StormSeries {
     base: Vec<Duration>,
     with: Vec<Duration>,
+    /// With the daemon run `--no-close-tier`.
+    without_close: Vec<Duration>,
 }
 
 impl StormSeries {
-    fn ratio(&self) -> Option<f64> {
+    fn ratio(&self, daemon: &[Duration]) -> Option<f64> {
         median(self.base.clone())
-            .zip(median(self.with.clone()))
+            .zip(median(daemon.to_vec()))
             .map(|(b, w)| w.as_secs_f64() / b.as_secs_f64())
     }
 }
@@ -520,16 +534,22 @@ fn run_storm(ctx: &Context, args: &Args, dir: &Path) -> Result<StormResult> {
     worker.storm(args.storm_spawns.min(500))?;
     let (mut host, mut bystander) = (StormSeries::default(), StormSeries::default());
     for i in 0..args.storm_rounds {
-        let daemon_round = i % 2 == 1;
-        let daemon = if daemon_round {
-            let d = start_daemon(ctx, "ebpf", dir, "off")?;
-            wait_discovered(ctx, &socket, &pids)?;
-            Some(d)
-        } else {
-            None
+        // Rounds cycle: no daemon, daemon, daemon without the close tier.
+        let tier = match i % 3 {
+            0 => None,
+            1 => Some("ebpf"),
+            _ => Some(NO_CLOSE_TIER),
+        };
+        let daemon = match tier {
+            Some(tier) => {
+                let d = start_daemon(ctx, tier, dir, "off")?;
+                wait_discovered(ctx, &socket, &pids)?;
+                Some(d)
+            }
+            None => None,
         };
         // Who storms first alternates between rounds of the same kind.
-        let host_first = (i / 2) % 2 == 0;
+        let host_first = (i / 3) % 2 == 0;
         let (mut h, mut b) = (Duration::ZERO, Duration::ZERO);
         for host_turn in [host_first, !host_first] {
             if host_turn {
@@ -552,18 +572,17 @@ fn run_storm(ctx: &Context, args: &Args, dir: &Path) -> Result<StormResult> {
             "round {}/{} ({}): host {:.3} s, bystander {:.3} s",
             i + 1,
             args.storm_rounds,
-            if daemon_round {
-                format!("daemon watching {} trees", pids.len())
-            } else {
-                "no daemon".to_owned()
+            match tier {
+                Some(t) => format!("{t} daemon watching {} trees", pids.len()),
+                None => "no daemon".to_owned(),
             },
             h.as_secs_f64(),
             b.as_secs_f64()
         );
-        let (hs, bs) = if daemon_round {
-            (&mut host.with, &mut bystander.with)
-        } else {
-            (&mut host.base, &mut bystander.base)
+        let (hs, bs) = match tier {
+            None => (&mut host.base, &mut bystander.base),
+            Some("ebpf") => (&mut host.with, &mut bystander.with),
+            Some(_) => (&mut host.without_close, &mut bystander.without_close),
         };
         hs.push(h);
         bs.push(b);
@@ -874,7 +893,10 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
          - **Reap** = `timings.reaped_ms` of the tree's `reap` record: the reaper's own run, from its \
          start (after detection, confirmation and the grace period) until every member's pidfd \
          reported exit (SIGSTOP, SIGTERM + SIGCONT, waiting up to `kill_after`, then SIGKILL for \
-         survivors). Grace and detection are not in it.\n",
+         survivors). Grace and detection are not in it.\n\n\
+         Tier `{NO_CLOSE_TIER}` is `--source ebpf --no-close-tier`: no close records from the \
+         kernel; the daemon watches each tree root's stdin through a `pidfd_getfd` duplicate in \
+         epoll instead.\n",
         args.trees, args.release_gap_ms
     );
     body.push_str(
@@ -977,9 +999,9 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
     let _ = writeln!(
         body,
         "\n### Spawn storm with live trees\n\n{live} fake servers stay alive (not released) through {} \
-         rounds alternating no daemon and `mcp-reaper run --source ebpf` with the config above (started \
-         before the round and waited on until it tracks all {live} trees live, stopped with SIGTERM \
-         after it). In every round two storms of {} sequential fork+exec+wait of `{STORM_PROGRAM}` \
+         rounds cycling through no daemon, `mcp-reaper run --source ebpf` with the config above, and \
+         the same with `--no-close-tier` (each daemon started before the round and waited on until it \
+         tracks all {live} trees live, stopped with SIGTERM after it). In every round two storms of {} sequential fork+exec+wait of `{STORM_PROGRAM}` \
          run one after the other, in alternating order:\n\n\
          - **host**: this process, which holds the {live} trees' stdio. The daemon watches it as \
          their host, so each child it forks is marked in the kernel as a candidate tree (fork, exec \
@@ -995,7 +1017,8 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
     for (name, series) in [("host", &storm.host), ("bystander", &storm.bystander)] {
         let _ = writeln!(
             body,
-            "| {name} | no daemon | {} | {} | {} |\n| {name} | daemon watching {} trees | {} | {} | {} |",
+            "| {name} | no daemon | {} | {} | {} |\n| {name} | daemon watching {} trees | {} | {} | {} |\n\
+             | {name} | daemon watching {} trees, `--no-close-tier` | {} | {} | {} |",
             series.base.len(),
             med(&series.base),
             each(&series.base),
@@ -1003,10 +1026,16 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
             series.with.len(),
             med(&series.with),
             each(&series.with),
+            storm.live,
+            series.without_close.len(),
+            med(&series.without_close),
+            each(&series.without_close),
         );
     }
-    let host_ratio = storm.host.ratio();
-    let bystander_ratio = storm.bystander.ratio();
+    let host_ratio = storm.host.ratio(&storm.host.with);
+    let bystander_ratio = storm.bystander.ratio(&storm.bystander.with);
+    let host_ratio_nc = storm.host.ratio(&storm.host.without_close);
+    let bystander_ratio_nc = storm.bystander.ratio(&storm.bystander.without_close);
 
     let verdict = |met: bool| if met { "met" } else { "**missed**" };
     let p99_met = ebpf_p99.is_some_and(|v| v <= TARGET_EBPF_P99_MS);
@@ -1018,7 +1047,12 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
             "eBPF p99 detection {p99_text} > {TARGET_EBPF_P99_MS:.0} ms"
         ));
     }
-    for (name, r) in [("host", host_ratio), ("bystander", bystander_ratio)] {
+    for (name, r) in [
+        ("host", host_ratio),
+        ("bystander", bystander_ratio),
+        ("host, --no-close-tier", host_ratio_nc),
+        ("bystander, --no-close-tier", bystander_ratio_nc),
+    ] {
         if !ratio_met(r) {
             missed.push(format!(
                 "spawn storm ({name}) with {} live trees ratio {} > {TARGET_STORM_RATIO:.2}",
@@ -1032,12 +1066,18 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
         "\n### Targets\n\n| metric | result | target | |\n| --- | --- | --- | --- |\n\
          | eBPF tier p99 detection | {p99_text} | <= {TARGET_EBPF_P99_MS:.0} ms | {} |\n\
          | spawn storm wall time ratio by the host, {live} live trees (daemon / no daemon) | {} | <= {TARGET_STORM_RATIO:.2} | {} |\n\
-         | spawn storm wall time ratio by a bystander, {live} live trees (daemon / no daemon) | {} | <= {TARGET_STORM_RATIO:.2} | {} |",
+         | spawn storm wall time ratio by a bystander, {live} live trees (daemon / no daemon) | {} | <= {TARGET_STORM_RATIO:.2} | {} |\n\
+         | the same by the host, `--no-close-tier` | {} | <= {TARGET_STORM_RATIO:.2} | {} |\n\
+         | the same by a bystander, `--no-close-tier` | {} | <= {TARGET_STORM_RATIO:.2} | {} |",
         verdict(p99_met),
         ratio_text(host_ratio),
         verdict(ratio_met(host_ratio)),
         ratio_text(bystander_ratio),
         verdict(ratio_met(bystander_ratio)),
+        ratio_text(host_ratio_nc),
+        verdict(ratio_met(host_ratio_nc)),
+        ratio_text(bystander_ratio_nc),
+        verdict(ratio_met(bystander_ratio_nc)),
         live = storm.live,
     );
     Section::with_targets(TITLE, body, missed)
