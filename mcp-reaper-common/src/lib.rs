@@ -250,6 +250,38 @@ impl CloseSyscalls {
     };
 }
 
+/// Where the per-syscall tracepoints (`syscalls:sys_enter_close`, ...) keep
+/// the arguments the close program reads, in bytes from the start of the
+/// tracepoint record (global `SYSCALL_TP_ARGS`). Userspace reads them from
+/// the events' `format` files in tracefs; every field is 8 bytes wide.
+/// `u32::MAX` marks an argument the program does not read; `valid` stays 0
+/// while the per-syscall tracepoints are not in use.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SyscallTpArgs {
+    /// `close(fd)`
+    pub close: [u32; 3],
+    /// `close_range(fd, max_fd, flags)`
+    pub close_range: [u32; 3],
+    /// `dup2(oldfd, newfd)`
+    pub dup2: [u32; 3],
+    /// `dup3(oldfd, newfd, flags)`
+    pub dup3: [u32; 3],
+    /// Non-zero once userspace has filled this structure in.
+    pub valid: u32,
+}
+
+impl SyscallTpArgs {
+    /// Not filled in: the per-syscall programs do nothing.
+    pub const NONE: Self = Self {
+        close: [u32::MAX; 3],
+        close_range: [u32::MAX; 3],
+        dup2: [u32::MAX; 3],
+        dup3: [u32::MAX; 3],
+        valid: 0,
+    };
+}
+
 /// Indexes of the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Records dropped because the ring buffer was full.
@@ -275,6 +307,7 @@ mod pod {
     unsafe impl aya::Pod for super::CloseEvent {}
     unsafe impl aya::Pod for super::FileOffsets {}
     unsafe impl aya::Pod for super::CloseSyscalls {}
+    unsafe impl aya::Pod for super::SyscallTpArgs {}
 }
 
 #[cfg(test)]
@@ -293,5 +326,6 @@ mod tests {
         assert_eq!(size_of::<CloseEvent>(), 4 + 4 + 8 * 4 + 6 * 4);
         assert_eq!(size_of::<CloseEvent>() % 8, 0);
         assert_eq!(size_of::<FileOffsets>(), 24 * 4);
+        assert_eq!(size_of::<SyscallTpArgs>(), 13 * 4);
     }
 }

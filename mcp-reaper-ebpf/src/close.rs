@@ -1,20 +1,21 @@
-//! `tp_btf/sys_enter`: a watched host releasing a descriptor.
+//! A watched host releasing a descriptor, and its raw entry point.
 //!
 //! Owns: for close, close_range, dup2 and dup3 by a process whose watch
 //! entry has `watch::HOST`, reporting which AF_UNIX socket or pipe is about
 //! to be closed, its peer, and whether this close drops the file's last
-//! reference. close_range is reported as a range, not walked. A host's exec
-//! drops its close-on-exec descriptors: EXEC already reports that.
+//! reference (`host_close`). close_range is reported as a range, not
+//! walked. A host's exec drops its close-on-exec descriptors: EXEC already
+//! reports that. Two entry points share it: the per-syscall tracepoints in
+//! `close_tp` (preferred: other syscalls never run a program), and
+//! `tp_btf/sys_enter` here, for machines where tracefs cannot be reached.
 //! Must never: do more than compare the syscall number and one map lookup
-//! for any other syscall or process (this runs on every syscall), or loop
-//! over descriptors.
+//! for any other syscall or process (`sys_enter` runs on every syscall), or
+//! loop over descriptors.
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
 };
-use mcp_reaper_common::{
-    CLOSE_RANGE_CLOEXEC, FileOffsets, close_flag, close_kind, counter, kind, watch,
-};
+use mcp_reaper_common::{CLOSE_RANGE_CLOEXEC, close_flag, close_kind, counter, kind, watch};
 
 use crate::{
     events::emit_close,
@@ -23,13 +24,15 @@ use crate::{
     task::{Task, read},
 };
 
+/// The close-family syscall being entered.
 #[derive(Clone, Copy)]
-enum Call {
+pub enum Call {
     Close,
     CloseRange,
     Dup,
 }
 
+/// `sys_enter` for every syscall: picks out the close family by number.
 #[btf_tracepoint(function = "sys_enter")]
 pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
@@ -43,41 +46,53 @@ pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     } else {
         return 0;
     };
-    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: map lookup; the flags are copied out at once.
-    let Some(flags) = (unsafe { WATCH.get(tgid) }).map(|w| w.flags) else {
-        return 0;
-    };
-    if flags & watch::HOST == 0 {
-        return 0;
-    }
-    if try_close(&ctx, call, tgid).is_err() {
-        count(counter::READ_ERRORS);
-    }
+    let regs: *const u8 = ctx.arg(0);
+    host_close(call, |i| {
+        let off = pick(&FILE_OFFSETS.load().regs_arg, i);
+        read::<u64>(regs, off).map(|v| v as u32)
+    });
     0
 }
 
-fn try_close(ctx: &BtfTracePointContext, call: Call, tgid: u32) -> Result<(), i32> {
+/// A close-family syscall entered by the current process: reported when it
+/// is a watched host, with `arg(i)` reading argument `i` (0..=2) as the
+/// `unsigned int` every one of these syscalls takes. Shared by `sys_enter`
+/// and the per-syscall tracepoints (`close_tp`).
+#[inline(always)]
+pub fn host_close(call: Call, arg: impl Fn(usize) -> Result<u32, i32>) {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // SAFETY: map lookup; the flags are copied out at once.
+    let Some(flags) = (unsafe { WATCH.get(tgid) }).map(|w| w.flags) else {
+        return;
+    };
+    if flags & watch::HOST == 0 {
+        return;
+    }
+    if try_close(call, tgid, arg).is_err() {
+        count(counter::READ_ERRORS);
+    }
+}
+
+fn try_close(call: Call, tgid: u32, arg: impl Fn(usize) -> Result<u32, i32>) -> Result<(), i32> {
     let o = FILE_OFFSETS.load();
     let to = OFFSETS.load();
     if o.valid == 0 || to.valid == 0 {
         return Ok(());
     }
-    let regs: *const u8 = ctx.arg(0);
     let task = Task::current();
     let start_ns = task.process_start_ns(&to)?;
     let (fd, via_dup) = match call {
-        Call::Close => (arg(regs, &o, 0)?, 0),
+        Call::Close => (arg(0)?, 0),
         Call::Dup => {
-            let (old, new) = (arg(regs, &o, 0)?, arg(regs, &o, 1)?);
+            let (old, new) = (arg(0)?, arg(1)?);
             if old == new {
                 return Ok(()); // dup2(fd, fd) closes nothing
             }
             (new, close_flag::VIA_DUP)
         }
         Call::CloseRange => {
-            let (first, last) = (arg(regs, &o, 0)?, arg(regs, &o, 1)?);
-            if arg(regs, &o, 2)? & CLOSE_RANGE_CLOEXEC != 0 || first > last {
+            let (first, last) = (arg(0)?, arg(1)?);
+            if arg(2)? & CLOSE_RANGE_CLOEXEC != 0 || first > last {
                 return Ok(()); // marks close-on-exec only, or EINVAL
             }
             emit_close(true, |ev| {
@@ -124,14 +139,12 @@ fn try_close(ctx: &BtfTracePointContext, call: Call, tgid: u32) -> Result<(), i3
     Ok(())
 }
 
-/// Syscall argument `i` (0..=2) from the entry registers, as the `unsigned
-/// int` every one of these syscalls takes.
+/// `offsets[i]` for `i` in 0..=2, without an index the verifier must bound.
 #[inline(always)]
-fn arg(regs: *const u8, o: &FileOffsets, i: usize) -> Result<u32, i32> {
-    let off = match i {
-        0 => o.regs_arg[0],
-        1 => o.regs_arg[1],
-        _ => o.regs_arg[2],
-    };
-    read::<u64>(regs, off).map(|v| v as u32)
+pub fn pick(offsets: &[u32; 3], i: usize) -> u32 {
+    match i {
+        0 => offsets[0],
+        1 => offsets[1],
+        _ => offsets[2],
+    }
 }

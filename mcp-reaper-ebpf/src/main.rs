@@ -13,6 +13,7 @@
 #![no_main]
 
 mod close;
+mod close_tp;
 mod events;
 mod exec;
 mod exit;

@@ -1,8 +1,9 @@
 //! Maps and globals shared by every program.
 //!
 //! Owns: the ring buffer of events, the watch map (tgid -> tree), the set of
-//! tracked trees' stdio inodes, the per-CPU counters and the `OFFSETS`, `FILE_OFFSETS` and `CLOSE_SYSCALLS` globals
-//! that userspace fills in before load.
+//! tracked trees' stdio inodes, the per-CPU counters and the `OFFSETS`, `FILE_OFFSETS`,
+//! `CLOSE_SYSCALLS` and `SYSCALL_TP_ARGS` globals that userspace fills in
+//! before load.
 //! Must never: hold per-event state across calls beyond these maps.
 
 use aya_ebpf::{
@@ -10,7 +11,9 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use mcp_reaper_common::{CloseSyscalls, FileOffsets, TaskOffsets, WatchEntry, counter};
+use mcp_reaper_common::{
+    CloseSyscalls, FileOffsets, SyscallTpArgs, TaskOffsets, WatchEntry, counter,
+};
 
 /// Events to userspace. Sized by userspace at load (`set_max_entries`); this
 /// is the default.
@@ -76,6 +79,11 @@ pub static FILE_OFFSETS: Global<FileOffsets> = Global::new(FileOffsets {
 /// Syscall numbers the close program reacts to, from userspace's libc.
 #[unsafe(no_mangle)]
 pub static CLOSE_SYSCALLS: Global<CloseSyscalls> = Global::new(CloseSyscalls::NONE);
+
+/// Argument offsets in the per-syscall tracepoints' records, from their
+/// tracefs format files.
+#[unsafe(no_mangle)]
+pub static SYSCALL_TP_ARGS: Global<SyscallTpArgs> = Global::new(SyscallTpArgs::NONE);
 
 /// Adds one to a counter slot.
 #[inline(always)]

@@ -13,7 +13,11 @@ use mcp_reaper::{
     config,
     daemon::{self, AgentOptions},
     doctor, scan,
-    source::{SourceChoice, ebpf::EbpfOptions, poll::PollOptions},
+    source::{
+        SourceChoice,
+        ebpf::{CloseHook, EbpfOptions},
+        poll::PollOptions,
+    },
 };
 
 #[derive(Parser, Debug)]
@@ -136,11 +140,19 @@ struct RunArgs {
     #[arg(long)]
     kernel_log: bool,
 
-    /// eBPF tier: do not attach the close tier (tp_btf/sys_enter, which
-    /// every syscall on the machine pays for). Released stdio is then seen
-    /// through per-tree pidfd_getfd stdin watches, as in the pidfd tier.
+    /// eBPF tier: do not attach the close tier (hosts' closes, dup2 and
+    /// close_range seen in the kernel). Released stdio is then seen through
+    /// per-tree pidfd_getfd stdin watches, as in the pidfd tier.
     #[arg(long)]
     no_close_tier: bool,
+
+    /// eBPF tier: where the close tier enters the kernel. `auto` uses the
+    /// per-syscall tracepoints (only close, close_range, dup2 and dup3 run
+    /// a program), mounting a tracefs private to the daemon if the machine
+    /// has none; `sys-enter` uses tp_btf/sys_enter, which needs no tracefs
+    /// but runs a program on every syscall of the machine.
+    #[arg(long, value_enum, default_value_t = CloseHook::Auto, value_name = "HOOK")]
+    close_hook: CloseHook,
 
     /// Where procfs is mounted (a host's /proc inside a container, say).
     #[arg(long, default_value = "/proc", value_name = "DIR")]
@@ -231,6 +243,7 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
             ring_bytes: args.ring_buffer_bytes,
             kernel_log: args.kernel_log,
             close_tier: !args.no_close_tier,
+            close_hook: args.close_hook,
             ..EbpfOptions::default()
         },
         poll: PollOptions {

@@ -1,5 +1,6 @@
-//! The eBPF close tier against the real kernel: `tp_btf/sys_enter` reports
-//! a watched host's closes of AF_UNIX sockets and pipes (with the peer's
+//! The eBPF close tier against the real kernel: the per-syscall
+//! tracepoints (and, by option, `tp_btf/sys_enter`) report a watched host's
+//! closes of AF_UNIX sockets and pipes (with the peer's
 //! inode and whether the close drops the last reference), dup2/dup3 onto an
 //! open descriptor, and close_range; unwatched processes report nothing; a
 //! close of a tracked tree's stdio wakes the reader without its timer; the
@@ -23,7 +24,7 @@ use mcp_reaper::{
     identity::ProcKey,
     source::{
         ActiveSource, SourceChoice, SourceCounters,
-        ebpf::{EbpfOptions, EbpfSource},
+        ebpf::{CloseHook, EbpfOptions, EbpfSource},
     },
 };
 use mcp_reaper_tests::{privileged, start_ticks};
@@ -219,14 +220,38 @@ fn host_closes_report_inode_peer_and_last_reference() {
     if !privileged("host_closes_report_inode_peer_and_last_reference") {
         return;
     }
+    // The per-syscall tracepoints: reachable here as root, through a
+    // private tracefs mount when the machine has none.
+    host_closes_reported_through(CloseHook::Auto);
+}
+
+#[test]
+fn host_closes_report_the_same_through_raw_sys_enter() {
+    if !privileged("host_closes_report_the_same_through_raw_sys_enter") {
+        return;
+    }
+    host_closes_reported_through(CloseHook::SysEnter);
+}
+
+fn host_closes_reported_through(hook: CloseHook) {
     runtime().block_on(async {
         // The source on its own (the Agent consumes its events): the same
         // kernel programs, ring buffer and decoder the daemon runs.
-        let mut src = EbpfSource::load(&EbpfOptions::default()).expect("eBPF loads");
+        let mut src = EbpfSource::load(&EbpfOptions {
+            close_hook: hook,
+            ..EbpfOptions::default()
+        })
+        .expect("eBPF loads");
         assert!(
             src.close_tier(),
             "close tier off: {:?}",
             src.close_tier_reason()
+        );
+        assert_eq!(
+            src.close_hook(),
+            Some(hook),
+            "fell back: {:?}",
+            src.close_fallback_reason()
         );
         let (tx, mut rx) = mpsc::channel(4096);
         let counters = Arc::new(SourceCounters::default());

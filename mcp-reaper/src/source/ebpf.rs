@@ -5,10 +5,12 @@
 //! the ring buffer into the tracker's channel (waking on readiness for
 //! bursts, and on a short timer for the records the kernel submitted
 //! without a wake-up). Dropping it detaches every program; nothing is
-//! pinned, so nothing outlives the daemon. The close tier
-//! (`tp_btf/sys_enter`, reporting hosts' closes of sockets and pipes) is
-//! optional: when its offsets or its program are unavailable the source
-//! runs without it and says why (`close_tier`, `close_tier_reason`).
+//! pinned, so nothing outlives the daemon. The close tier (hosts' closes of
+//! sockets and pipes) is optional: when its offsets or its programs are
+//! unavailable the source runs without it and says why (`close_tier`,
+//! `close_tier_reason`). It enters through the per-syscall tracepoints
+//! where tracefs can be reached (see `tracefs`), else through
+//! `tp_btf/sys_enter`, which runs on every syscall of the machine.
 //! Must never: block the runtime, or hide a loss: every dropped record is
 //! counted and reported as `SourceMsg::Lost`.
 
@@ -22,9 +24,9 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, KProbe},
+    programs::{BtfTracePoint, FEntry, KProbe, TracePoint},
 };
-use mcp_reaper_common::{CloseSyscalls, FileOffsets, WatchEntry, counter, watch};
+use mcp_reaper_common::{CloseSyscalls, FileOffsets, SyscallTpArgs, WatchEntry, counter, watch};
 use tokio::{
     io::{Interest, unix::AsyncFd},
     sync::mpsc,
@@ -32,7 +34,7 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use super::SourceCounters;
+use super::{SourceCounters, tracefs};
 use crate::{
     decode::decode,
     event::SourceMsg,
@@ -50,8 +52,35 @@ pub const TRACEPOINTS: [&str; 3] = [
     "sched_process_exec",
 ];
 
-/// The close tier's program (`tp_btf/sys_enter`, raw_syscalls).
+/// The close tier's fallback program (`tp_btf/sys_enter`, raw_syscalls).
 pub const CLOSE_TRACEPOINT: &str = "sys_enter";
+
+/// How the close tier enters the kernel (`--close-hook`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseHook {
+    /// The per-syscall tracepoints (syscalls:sys_enter_close, _close_range,
+    /// _dup2, _dup3) where tracefs can be reached, mounting a private one if
+    /// needed; otherwise tp_btf/sys_enter.
+    #[default]
+    Auto,
+    /// tp_btf/sys_enter only: no tracefs needed, but a program runs on
+    /// every syscall of the machine.
+    SysEnter,
+}
+
+impl CloseHook {
+    /// How it is shown in logs and `doctor`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Auto => SYSCALL_TRACEPOINTS,
+            Self::SysEnter => "tp_btf/sys_enter",
+        }
+    }
+}
+
+/// The label of the per-syscall entry.
+const SYSCALL_TRACEPOINTS: &str = "syscalls:sys_enter_{close,close_range,dup2,dup3}";
 
 /// The kernel function the optional release hook attaches to.
 pub const RELEASE_FUNCTION: &str = "unix_release";
@@ -90,6 +119,8 @@ pub struct EbpfOptions {
     /// Load the close tier (hosts' closes of sockets and pipes) when the
     /// kernel allows it.
     pub close_tier: bool,
+    /// Where the close tier enters the kernel.
+    pub close_hook: CloseHook,
     /// Try the UNIX-socket release hook (fentry, else kprobe) when the
     /// kernel allows it.
     pub release_hook: bool,
@@ -104,6 +135,7 @@ impl Default for EbpfOptions {
             kernel_log: false,
             btf_path: PathBuf::from(VMLINUX_BTF),
             close_tier: true,
+            close_hook: CloseHook::Auto,
             release_hook: true,
         }
     }
@@ -120,8 +152,10 @@ pub struct EbpfSource {
     stdio_known: std::collections::HashSet<u64>,
     counters: Option<PerCpuArray<MapData, u64>>,
     opts: EbpfOptions,
-    /// Why the close tier is off; `None` while it runs.
-    close_off: Option<String>,
+    /// Where the close tier entered, or why it is off.
+    close: Result<CloseHook, String>,
+    /// Why the per-syscall tracepoints were not used, when they were not.
+    close_fallback: Option<String>,
     /// The UNIX-socket release hook: how it attached, or why it did not.
     release: Result<&'static str, String>,
 }
@@ -130,7 +164,7 @@ impl std::fmt::Debug for EbpfSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EbpfSource")
             .field("opts", &self.opts)
-            .field("close_off", &self.close_off)
+            .field("close", &self.close)
             .finish()
     }
 }
@@ -167,6 +201,14 @@ impl EbpfSource {
             Ok(o) => (*o, native_close_syscalls()),
             Err(_) => (FileOffsets::default(), CloseSyscalls::NONE),
         };
+        // The per-syscall tracepoints' argument offsets, from tracefs.
+        let tp_args = match (&close_offsets, opts.close_hook) {
+            (Err(reason), _) => Err(reason.clone()),
+            (Ok(_), CloseHook::SysEnter) => Err("tp_btf/sys_enter chosen by option".to_owned()),
+            (Ok(_), CloseHook::Auto) => {
+                tracefs::with_tracefs(tracefs::syscall_tp_args).and_then(|r| r)
+            }
+        };
         release_freed_memory();
         // Raising RLIMIT_MEMLOCK fails without CAP_SYS_RESOURCE; kernels
         // since 5.11 account BPF memory by memcg and do not need it.
@@ -186,6 +228,11 @@ impl EbpfSource {
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILE_OFFSETS", &file_offsets, true)
             .override_global("CLOSE_SYSCALLS", &close_syscalls, true)
+            .override_global(
+                "SYSCALL_TP_ARGS",
+                tp_args.as_ref().unwrap_or(&SyscallTpArgs::NONE),
+                true,
+            )
             .override_global("AYA_LOG_LEVEL", &log_level, false)
             .map_max_entries("EVENTS", opts.ring_bytes)
             .map_max_entries("WATCH", opts.watch_capacity)
@@ -209,14 +256,28 @@ impl EbpfSource {
                 .with_context(|| format!("attaching tp_btf/{tp}"))?;
         }
         // The close tier is optional: process events run without it.
-        let close_off = match &close_offsets {
-            Err(reason) => Some(reason.clone()),
-            Ok(_) => attach_close(&mut ebpf, &btf)
-                .err()
-                .map(|e| format!("{e:#}")),
+        let mut close_fallback = None;
+        let close = match (&close_offsets, &tp_args) {
+            (Err(reason), _) => Err(reason.clone()),
+            (Ok(_), Ok(_)) => match attach_close_tracepoints(&mut ebpf) {
+                Ok(()) => Ok(CloseHook::Auto),
+                Err(e) => {
+                    close_fallback = Some(e);
+                    attach_close(&mut ebpf, &btf)
+                }
+            },
+            (Ok(_), Err(why)) => {
+                close_fallback = Some(why.clone());
+                attach_close(&mut ebpf, &btf)
+            }
         };
-        if let Some(reason) = &close_off {
-            warn!("eBPF close tier off: {reason}");
+        match (&close, &close_fallback) {
+            (Err(reason), _) => warn!("eBPF close tier off: {reason}"),
+            (Ok(hook), None) => info!("eBPF close tier on: {}", hook.label()),
+            (Ok(hook), Some(why)) => info!(
+                "eBPF close tier on: {} (per-syscall tracepoints unused: {why})",
+                hook.label()
+            ),
         }
         // Optional too: most kernels without it still run the close tier.
         let release = match (&close_offsets, opts.release_hook) {
@@ -256,14 +317,26 @@ impl EbpfSource {
             stdio_known: std::collections::HashSet::new(),
             counters: Some(counters),
             opts: opts.clone(),
-            close_off,
+            close,
+            close_fallback,
             release,
         })
     }
 
-    /// Whether the close tier (`tp_btf/sys_enter`) is loaded and attached.
+    /// Whether the close tier is loaded and attached.
     pub fn close_tier(&self) -> bool {
-        self.close_off.is_none()
+        self.close.is_ok()
+    }
+
+    /// Where the close tier entered the kernel, while it runs.
+    pub fn close_hook(&self) -> Option<CloseHook> {
+        self.close.as_ref().ok().copied()
+    }
+
+    /// Why the close tier runs on `tp_btf/sys_enter` rather than the
+    /// per-syscall tracepoints, when it does.
+    pub fn close_fallback_reason(&self) -> Option<&str> {
+        self.close_fallback.as_deref()
     }
 
     /// How the UNIX-socket release hook is attached (`fentry`, `kprobe`), or
@@ -279,7 +352,7 @@ impl EbpfSource {
 
     /// Why the close tier is off (`None` while it runs).
     pub fn close_tier_reason(&self) -> Option<&str> {
-        self.close_off.as_deref()
+        self.close.as_ref().err().map(String::as_str)
     }
 
     /// Marks `key` as a host: every process it forks from now on is the
@@ -364,8 +437,47 @@ impl EbpfSource {
     }
 }
 
-/// Loads and attaches the close program.
-fn attach_close(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
+/// Loads and attaches the per-syscall close programs, all or none: a
+/// partial set would miss closes, and is unloaded before the fallback.
+fn attach_close_tracepoints(ebpf: &mut Ebpf) -> Result<(), String> {
+    let attached = tracefs::with_tracefs(|_| -> anyhow::Result<()> {
+        for (name, event, _) in tracefs::CLOSE_TRACEPOINTS {
+            let prog: &mut TracePoint = ebpf
+                .program_mut(name)
+                .ok_or_else(|| anyhow!("program {name} missing from the object"))?
+                .try_into()
+                .with_context(|| format!("{name} is not a tracepoint program"))?;
+            prog.load().with_context(|| format!("loading {name}"))?;
+            match prog.attach("syscalls", event) {
+                Ok(_) => {}
+                Err(_) if tracefs::optional(event) => {
+                    debug!("syscalls:{event} absent on this architecture");
+                    prog.unload().ok();
+                }
+                Err(e) => return Err(e).with_context(|| format!("attaching syscalls:{event}")),
+            }
+        }
+        Ok(())
+    })
+    .and_then(|r| r.map_err(|e| format!("{e:#}")));
+    if attached.is_err() {
+        for (name, _, _) in tracefs::CLOSE_TRACEPOINTS {
+            if let Some(Ok(prog)) = ebpf.program_mut(name).map(<&mut TracePoint>::try_from) {
+                let _ = prog.unload();
+            }
+        }
+    }
+    attached
+}
+
+/// Loads and attaches the close program on `tp_btf/sys_enter`.
+fn attach_close(ebpf: &mut Ebpf, btf: &Btf) -> Result<CloseHook, String> {
+    attach_sys_enter(ebpf, btf)
+        .map(|()| CloseHook::SysEnter)
+        .map_err(|e| format!("{e:#}"))
+}
+
+fn attach_sys_enter(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
     let prog: &mut BtfTracePoint = ebpf
         .program_mut(CLOSE_TRACEPOINT)
         .ok_or_else(|| anyhow!("program {CLOSE_TRACEPOINT} missing from the object"))?

@@ -6,6 +6,7 @@
 
 pub mod ebpf;
 pub mod poll;
+pub mod tracefs;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
