@@ -236,8 +236,13 @@ fn wait_live(d: &Daemon, root: u32) -> mcp_reaper::supervisor::TreeRecord {
     });
     assert!(
         ok,
-        "tree {root} never live through its chain: {:?}",
-        d.tree(root)
+        "tree {root} never live through its chain: {:?}; trees: {:?}",
+        d.tree(root),
+        d.read(|s| s
+            .trees
+            .iter()
+            .map(|t| (t.root, t.state, t.chain.len()))
+            .collect::<Vec<_>>())
     );
     d.tree(root).unwrap()
 }
@@ -279,9 +284,13 @@ fn chain_teardown_and_a_stuck_anchor_leave_the_host_side_untouched() {
         wait_until(Duration::from_secs(15), || gone(&c_server)),
         "c's server tree survives"
     );
-    let rec = d
-        .read(|s| s.reaps.iter().find(|r| r.root.tgid == c.root).cloned())
-        .unwrap();
+    // The members can be gone a moment before the reaper files its record.
+    let reap_of_c = || d.read(|s| s.reaps.iter().find(|r| r.root.tgid == c.root).cloned());
+    assert!(
+        wait_until(Duration::from_secs(5), || reap_of_c().is_some()),
+        "c's server tree went without a reap record"
+    );
+    let rec = reap_of_c().unwrap();
     assert_eq!(rec.reason.as_deref(), Some("peer-released (relay)"));
     assert!(
         is_alive(c.anchor),
