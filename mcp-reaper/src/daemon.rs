@@ -24,7 +24,7 @@ use crate::{
     report::Reporter,
     source::{
         ActiveSource, CHANNEL_CAPACITY, CounterSnapshot, SourceChoice, SourceCounters,
-        ebpf::{EbpfOptions, EbpfSource},
+        ebpf::{CloseTier, EbpfOptions, EbpfSource},
         poll::{self, PollOptions},
     },
     supervisor::{Action, Supervisor},
@@ -141,13 +141,28 @@ impl Agent {
     /// Starts the source and seeds the tracker. Must run inside a tokio
     /// runtime. With `auto`, an eBPF failure is logged with its cause and the
     /// poll source runs instead.
-    pub fn start(opts: AgentOptions) -> anyhow::Result<Self> {
+    pub fn start(mut opts: AgentOptions) -> anyhow::Result<Self> {
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let counters = Arc::new(SourceCounters::default());
+        // Whether the per-tree stdin watches can run here; it decides the
+        // close tier's `auto`: the watches see the same releases as fast
+        // and cost other processes nothing, while the close tier puts a
+        // tracepoint on every process's syscalls.
+        let stdin_probe = match opts.source {
+            SourceChoice::Poll => Err("not used by the poll tier".to_owned()),
+            _ => crate::stdin_watch::probe(),
+        };
+        if opts.ebpf.close_tier == CloseTier::Auto {
+            opts.ebpf.close_tier = match &stdin_probe {
+                Ok(()) => CloseTier::Off,
+                Err(_) => CloseTier::On,
+            };
+        }
         let (ebpf, active, why) = match opts.source {
             SourceChoice::Poll => (None, ActiveSource::Poll, "chosen with --source poll".into()),
             SourceChoice::Pidfd => {
-                crate::stdin_watch::probe()
+                stdin_probe
+                    .clone()
                     .map_err(|e| anyhow::anyhow!(e))
                     .context("pidfd event source")?;
                 (
@@ -170,7 +185,7 @@ impl Agent {
                     ActiveSource::Ebpf,
                     "tp_btf programs loaded".into(),
                 ),
-                Err(e) => match crate::stdin_watch::probe() {
+                Err(e) => match &stdin_probe {
                     Ok(()) => {
                         let why = format!(
                             "eBPF unavailable ({e:#}); polling /proc with pidfd and stdin wakes"
@@ -194,15 +209,19 @@ impl Agent {
             ActiveSource::Pidfd | ActiveSource::Poll => ExitReporting::All,
         };
         // The pidfd tier runs the stdin watches; so does the eBPF tier
-        // without its close tier (off by option, or refused by the kernel),
-        // which otherwise sees hosts' closes in the kernel.
+        // without its close tier (left out by `auto` or the option, or
+        // refused by the kernel), which otherwise sees hosts' closes in the
+        // kernel.
         let watch_stdin = match active {
             ActiveSource::Pidfd => true,
             ActiveSource::Ebpf => {
                 !ebpf.as_ref().is_some_and(EbpfSource::close_tier)
-                    && match crate::stdin_watch::probe() {
+                    && match &stdin_probe {
                         Ok(()) => {
-                            info!("eBPF close tier off: watching tree roots' stdin through pidfds");
+                            info!(
+                                "eBPF tier: releases seen through tree roots' stdin (pidfd_getfd \
+                                 + epoll), not the close tier; --close-tier on attaches it"
+                            );
                             true
                         }
                         Err(e) => {
@@ -284,6 +303,12 @@ impl Agent {
 
     pub fn active_source(&self) -> ActiveSource {
         self.active
+    }
+
+    /// Whether tree roots' stdin is watched through pidfds (the pidfd
+    /// tier, and the eBPF tier without its close tier).
+    pub fn watches_stdin(&self) -> bool {
+        self.stdin_watch.is_some()
     }
 
     /// Why this source runs (for `doctor`, logs and metrics).
@@ -610,11 +635,24 @@ impl Agent {
     /// when it is the only thing to do.
     fn wake(&mut self, wake: crate::stdin_watch::Wake) {
         debug!(?wake, "pidfd tier wake");
-        self.supervisor.schedule_check(wake.root());
-        while let Some(w) = self.wake_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+        let mut due = false;
+        for w in std::iter::once(wake).chain(std::iter::from_fn(|| {
+            self.wake_rx.as_mut().and_then(|rx| rx.try_recv().ok())
+        })) {
+            // In the eBPF tier the kernel reports the root's exit itself,
+            // after the forks that came before it. The pidfd can be faster
+            // than the ring buffer's drain: judging the tree on it could
+            // miss a child forked just before (a double-forking launcher's
+            // server) and drop the tree.
+            if self.ebpf.is_some() && matches!(w, crate::stdin_watch::Wake::RootExited(_)) {
+                continue;
+            }
             self.supervisor.schedule_check(w.root());
+            due = true;
         }
-        self.supervise_now();
+        if due {
+            self.supervise_now();
+        }
     }
 
     /// Tree gauges with memory, and the source's health, for /metrics.

@@ -15,7 +15,7 @@ use mcp_reaper::{
     doctor, scan,
     source::{
         SourceChoice,
-        ebpf::{CloseHook, EbpfOptions},
+        ebpf::{CloseHook, CloseTier, EbpfOptions},
         poll::PollOptions,
     },
 };
@@ -140,13 +140,17 @@ struct RunArgs {
     #[arg(long)]
     kernel_log: bool,
 
-    /// eBPF tier: do not attach the close tier (hosts' closes, dup2 and
-    /// close_range seen in the kernel). Released stdio is then seen through
-    /// per-tree pidfd_getfd stdin watches, as in the pidfd tier.
-    #[arg(long)]
-    no_close_tier: bool,
+    /// eBPF tier: how hosts' releases of a tree's stdio are seen. `auto`
+    /// watches each tree root's stdin (a pidfd_getfd duplicate in epoll),
+    /// which costs other processes nothing, and attaches the close tier
+    /// only where that cannot run (no CAP_SYS_PTRACE, or a security module
+    /// refuses). `on` attaches the close tier: hosts' close, close_range
+    /// and dup2/dup3 seen in the kernel, with a tracepoint on every
+    /// process's syscalls (about 40 ns each). `off` never attaches it.
+    #[arg(long, value_enum, default_value_t = CloseTier::Auto, value_name = "WHEN")]
+    close_tier: CloseTier,
 
-    /// eBPF tier: where the close tier enters the kernel. `auto` uses the
+    /// eBPF tier, close tier on: where it enters the kernel. `auto` uses the
     /// per-syscall tracepoints (only close, close_range, dup2 and dup3 run
     /// a program), mounting a tracefs private to the daemon if the machine
     /// has none; `sys-enter` uses tp_btf/sys_enter, which needs no tracefs
@@ -242,7 +246,7 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
         ebpf: EbpfOptions {
             ring_bytes: args.ring_buffer_bytes,
             kernel_log: args.kernel_log,
-            close_tier: !args.no_close_tier,
+            close_tier: args.close_tier,
             close_hook: args.close_hook,
             ..EbpfOptions::default()
         },

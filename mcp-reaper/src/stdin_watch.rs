@@ -79,8 +79,11 @@ pub fn plan(
 /// `CAP_SYS_PTRACE`'s bit in a capability mask.
 const CAP_SYS_PTRACE: u64 = 1 << 19;
 
-/// Whether `pidfd_open` and `pidfd_getfd` work here (tried on this process)
-/// and this process may use them on others (CAP_SYS_PTRACE effective).
+/// Whether `pidfd_open` and `pidfd_getfd` work here and this process may
+/// use them on others: CAP_SYS_PTRACE effective, and a descriptor really
+/// taken from another process (a short-lived child), since a security
+/// module (Yama's ptrace_scope 3, SELinux) may allow a process its own
+/// descriptors and refuse it everyone else's.
 pub fn probe() -> Result<(), String> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     match crate::doctor::parse_cap_eff(&status) {
@@ -92,17 +95,35 @@ pub fn probe() -> Result<(), String> {
         }
         None => return Err("no CapEff in /proc/self/status".into()),
     }
-    let me = rustix::process::getpid();
-    let pidfd = rustix::process::pidfd_open(me, rustix::process::PidfdFlags::empty())
-        .map_err(|e| format!("pidfd_open: {e}"))?;
-    let dup = rustix::process::pidfd_getfd(
-        &pidfd,
-        std::os::fd::AsRawFd::as_raw_fd(&pidfd),
-        rustix::process::PidfdGetfdFlags::empty(),
-    )
-    .map_err(|e| format!("pidfd_getfd: {e}"))?;
-    drop(dup);
-    Ok(())
+    let target = std::fs::File::open("/dev/null").map_err(|e| format!("/dev/null: {e}"))?;
+    let target_fd = std::os::fd::AsRawFd::as_raw_fd(&target);
+    // SAFETY: the child calls only pause(2) until the parent kills it,
+    // which is async-signal-safe in a copy of a multithreaded process.
+    let child = unsafe { libc::fork() };
+    if child < 0 {
+        return Err(format!("fork: {}", std::io::Error::last_os_error()));
+    }
+    if child == 0 {
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+    let taken = (|| {
+        let pid = rustix::process::Pid::from_raw(child).ok_or("fork returned pid 0")?;
+        let pidfd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+            .map_err(|e| format!("pidfd_open: {e}"))?;
+        rustix::process::pidfd_getfd(&pidfd, target_fd, rustix::process::PidfdGetfdFlags::empty())
+            .map(drop)
+            .map_err(|e| format!("pidfd_getfd on another process: {e}"))
+    })();
+    // SAFETY: `child` is this process's own child, not yet waited for, so
+    // its PID cannot have been reused.
+    unsafe {
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, std::ptr::null_mut(), 0);
+    }
+    taken
 }
 
 /// A verified pidfd for `key`: opened first, start time checked after.

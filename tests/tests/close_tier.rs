@@ -24,7 +24,7 @@ use mcp_reaper::{
     identity::ProcKey,
     source::{
         ActiveSource, SourceChoice, SourceCounters,
-        ebpf::{CloseHook, EbpfOptions, EbpfSource},
+        ebpf::{CloseHook, CloseTier, EbpfOptions, EbpfSource},
     },
 };
 use mcp_reaper_tests::{privileged, start_ticks};
@@ -537,6 +537,10 @@ fn the_agent_counts_a_watched_hosts_closes() {
     runtime().block_on(async {
         let mut agent = Agent::start(AgentOptions {
             source: SourceChoice::Ebpf,
+            ebpf: EbpfOptions {
+                close_tier: CloseTier::On,
+                ..EbpfOptions::default()
+            },
             ..AgentOptions::default()
         })
         .expect("the eBPF source loads on this kernel");
@@ -573,10 +577,44 @@ fn without_the_close_tier_the_source_says_why_and_still_loads() {
         return;
     }
     let src = EbpfSource::load(&EbpfOptions {
-        close_tier: false,
+        close_tier: CloseTier::Off,
         ..EbpfOptions::default()
     })
     .expect("process programs load without the close tier");
     assert!(!src.close_tier());
-    assert_eq!(src.close_tier_reason(), Some("disabled by option"));
+    assert_eq!(src.close_tier_reason(), Some("left out (--close-tier)"));
+}
+
+#[test]
+fn auto_leaves_the_close_tier_out_where_stdin_watches_run_and_on_attaches_it() {
+    if !privileged("auto_leaves_the_close_tier_out_where_stdin_watches_run_and_on_attaches_it") {
+        return;
+    }
+    // Root here has CAP_SYS_PTRACE and no security module refusing
+    // pidfd_getfd: the probe passes, so `auto` means stdin watches.
+    assert_eq!(mcp_reaper::stdin_watch::probe(), Ok(()));
+    runtime().block_on(async {
+        for (choice, attached) in [
+            (CloseTier::Auto, false),
+            (CloseTier::On, true),
+            (CloseTier::Off, false),
+        ] {
+            let mut agent = Agent::start(AgentOptions {
+                source: SourceChoice::Ebpf,
+                ebpf: EbpfOptions {
+                    close_tier: choice,
+                    ..EbpfOptions::default()
+                },
+                ..AgentOptions::default()
+            })
+            .expect("the eBPF source loads on this kernel");
+            let src = agent.ebpf_mut().unwrap();
+            assert_eq!(src.close_tier(), attached, "{choice:?}");
+            assert_eq!(
+                agent.watches_stdin(),
+                !attached,
+                "{choice:?}: stdin watches run exactly when the close tier does not"
+            );
+        }
+    });
 }

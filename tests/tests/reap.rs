@@ -16,7 +16,10 @@ use common::Daemon;
 use mcp_reaper::{
     config::Config,
     policy::Decision,
-    source::{SourceChoice, ebpf::EbpfOptions},
+    source::{
+        SourceChoice,
+        ebpf::{CloseTier, EbpfOptions},
+    },
 };
 use mcp_reaper_tests::{
     host::{Session, TestHost, Transport, is_alive, server_tree_pids},
@@ -116,21 +119,22 @@ fn ebpf_tier_reaps_exactly_the_released_sessions() {
     released_sessions_die_kept_sessions_live(SourceChoice::Ebpf, 20);
 }
 
-/// The eBPF tier with its close tier off (`run --no-close-tier`): stdin
-/// watches through pidfds stand in for the kernel's close records.
-fn without_close_tier() -> EbpfOptions {
+/// The eBPF tier with its close tier on (`run --close-tier on`): the
+/// kernel's close records stand in for the stdin watches that `auto`
+/// runs on this machine.
+fn with_close_tier() -> EbpfOptions {
     EbpfOptions {
-        close_tier: false,
+        close_tier: CloseTier::On,
         ..EbpfOptions::default()
     }
 }
 
 #[test]
-fn ebpf_tier_without_close_tier_reaps_exactly_the_released_sessions() {
-    if !privileged("ebpf_tier_without_close_tier_reaps_exactly_the_released_sessions") {
+fn ebpf_tier_with_close_tier_reaps_exactly_the_released_sessions() {
+    if !privileged("ebpf_tier_with_close_tier_reaps_exactly_the_released_sessions") {
         return;
     }
-    released_sessions_die_kept_sessions_live_with(SourceChoice::Ebpf, 6, without_close_tier());
+    released_sessions_die_kept_sessions_live_with(SourceChoice::Ebpf, 6, with_close_tier());
 }
 
 #[test]
@@ -180,11 +184,11 @@ fn ebpf_tier_reaps_every_tree_of_a_killed_host_only() {
 }
 
 #[test]
-fn ebpf_tier_without_close_tier_never_reaps_idle_or_shut_down_but_open_sessions() {
-    if !privileged("ebpf_tier_without_close_tier_never_reaps_idle_or_shut_down_but_open_sessions") {
+fn ebpf_tier_with_close_tier_never_reaps_idle_or_shut_down_but_open_sessions() {
+    if !privileged("ebpf_tier_with_close_tier_never_reaps_idle_or_shut_down_but_open_sessions") {
         return;
     }
-    idle_and_shut_down_never_reaped_with(SourceChoice::Ebpf, without_close_tier());
+    idle_and_shut_down_never_reaped_with(SourceChoice::Ebpf, with_close_tier());
 }
 
 #[test]

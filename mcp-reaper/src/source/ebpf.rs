@@ -55,6 +55,23 @@ pub const TRACEPOINTS: [&str; 3] = [
 /// The close tier's fallback program (`tp_btf/sys_enter`, raw_syscalls).
 pub const CLOSE_TRACEPOINT: &str = "sys_enter";
 
+/// Whether the eBPF tier attaches its close tier (`--close-tier`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CloseTier {
+    /// Off where the per-tree stdin watches (pidfd_getfd + epoll) work:
+    /// they see the same releases as fast, and cost other processes
+    /// nothing. On where they do not. `EbpfSource::load` alone, which
+    /// cannot judge the watches, treats it as `on`.
+    #[default]
+    Auto,
+    /// Attach it: hosts' closes, dup2 and close_range are seen in the
+    /// kernel, at the cost of a syscall tracepoint on the whole machine.
+    On,
+    /// Leave it out.
+    Off,
+}
+
 /// How the close tier enters the kernel (`--close-hook`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -117,8 +134,9 @@ pub struct EbpfOptions {
     /// Kernel BTF to resolve offsets from.
     pub btf_path: PathBuf,
     /// Load the close tier (hosts' closes of sockets and pipes) when the
-    /// kernel allows it.
-    pub close_tier: bool,
+    /// kernel allows it; `Auto` loads it here (the agent resolves `Auto`
+    /// before it loads the source).
+    pub close_tier: CloseTier,
     /// Where the close tier enters the kernel.
     pub close_hook: CloseHook,
     /// Try the UNIX-socket release hook (fentry, else kprobe) when the
@@ -134,7 +152,7 @@ impl Default for EbpfOptions {
             drain_interval: Duration::from_millis(5),
             kernel_log: false,
             btf_path: PathBuf::from(VMLINUX_BTF),
-            close_tier: true,
+            close_tier: CloseTier::Auto,
             close_hook: CloseHook::Auto,
             release_hook: true,
         }
@@ -187,8 +205,8 @@ impl EbpfSource {
                     "this kernel's sched_process_exit tracepoint has no group_dead argument (needs Linux 6.x)"
                 ));
             }
-            let close = if !opts.close_tier {
-                Err("disabled by option".to_string())
+            let close = if opts.close_tier == CloseTier::Off {
+                Err("left out (--close-tier)".to_string())
             } else if kbtf.tracepoint_args(CLOSE_TRACEPOINT) != Some(2) {
                 Err("this kernel has no tp_btf/sys_enter(regs, id)".to_string())
             } else {

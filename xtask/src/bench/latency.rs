@@ -39,9 +39,10 @@ cmdline = 'bash -c # mcp-fake-server(?s:.*)'
 grace = "0s"
 kill_after = "1s"
 "#;
-/// The eBPF tier run with `--no-close-tier` (stdin watches instead).
-const NO_CLOSE_TIER: &str = "ebpf-no-close-tier";
-const TIERS: &[&str] = &["ebpf", NO_CLOSE_TIER, "poll"];
+/// The eBPF tier run with `--close-tier on` (the kernel's close records
+/// instead of the stdin watches `auto` picks where they work).
+const CLOSE_TIER: &str = "ebpf-close-tier";
+const TIERS: &[&str] = &["ebpf", CLOSE_TIER, "poll"];
 const BATCH: u32 = 20;
 const BATCH_PAUSE: Duration = Duration::from_millis(100);
 const SETTLE: Duration = Duration::from_secs(2);
@@ -69,7 +70,7 @@ pub struct Args {
     #[arg(long, default_value_t = 3_000, value_parser = clap::value_parser!(u32).range(1..))]
     storm_spawns: u32,
     /// Latency spawn-storm rounds, cycling no daemon / daemon / daemon with
-    /// `--no-close-tier` (at least 3); each round runs the host's storm and
+    /// `--close-tier on` (at least 3); each round runs the host's storm and
     /// the bystander's. Many short rounds spread the machine's drift over
     /// every configuration.
     #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u32).range(3..))]
@@ -155,11 +156,11 @@ impl Drop for Fleet {
     }
 }
 
-/// `source` is a tier label: a `--source` value, or [`NO_CLOSE_TIER`].
+/// `source` is a tier label: a `--source` value, or [`CLOSE_TIER`].
 fn daemon_args(source: &str, dir: &Path, audit: &str) -> Vec<String> {
     let p = |name: &str| dir.join(name).display().to_string();
-    let (source, extra): (&str, &[&str]) = if source == NO_CLOSE_TIER {
-        ("ebpf", &["--no-close-tier"])
+    let (source, extra): (&str, &[&str]) = if source == CLOSE_TIER {
+        ("ebpf", &["--close-tier", "on"])
     } else {
         (source, &[])
     };
@@ -436,8 +437,8 @@ fn median(mut v: Vec<Duration>) -> Option<Duration> {
 struct StormSeries {
     base: Vec<Duration>,
     with: Vec<Duration>,
-    /// With the daemon run `--no-close-tier`.
-    without_close: Vec<Duration>,
+    /// With the daemon run `--close-tier on`.
+    with_close: Vec<Duration>,
 }
 
 impl StormSeries {
@@ -534,11 +535,11 @@ fn run_storm(ctx: &Context, args: &Args, dir: &Path) -> Result<StormResult> {
     worker.storm(args.storm_spawns.min(500))?;
     let (mut host, mut bystander) = (StormSeries::default(), StormSeries::default());
     for i in 0..args.storm_rounds {
-        // Rounds cycle: no daemon, daemon, daemon without the close tier.
+        // Rounds cycle: no daemon, daemon, daemon with the close tier.
         let tier = match i % 3 {
             0 => None,
             1 => Some("ebpf"),
-            _ => Some(NO_CLOSE_TIER),
+            _ => Some(CLOSE_TIER),
         };
         let daemon = match tier {
             Some(tier) => {
@@ -582,7 +583,7 @@ fn run_storm(ctx: &Context, args: &Args, dir: &Path) -> Result<StormResult> {
         let (hs, bs) = match tier {
             None => (&mut host.base, &mut bystander.base),
             Some("ebpf") => (&mut host.with, &mut bystander.with),
-            Some(_) => (&mut host.without_close, &mut bystander.without_close),
+            Some(_) => (&mut host.with_close, &mut bystander.with_close),
         };
         hs.push(h);
         bs.push(b);
@@ -894,9 +895,11 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
          start (after detection, confirmation and the grace period) until every member's pidfd \
          reported exit (SIGSTOP, SIGTERM + SIGCONT, waiting up to `kill_after`, then SIGKILL for \
          survivors). Grace and detection are not in it.\n\n\
-         Tier `{NO_CLOSE_TIER}` is `--source ebpf --no-close-tier`: no close records from the \
-         kernel; the daemon watches each tree root's stdin through a `pidfd_getfd` duplicate in \
-         epoll instead.\n",
+         Tier `ebpf` is the default (`--close-tier auto`): where `pidfd_getfd` works, as here, \
+         the daemon watches each tree root's stdin through a `pidfd_getfd` duplicate in epoll, and \
+         the kernel programs report forks, execs and exits. Tier `{CLOSE_TIER}` is `--source ebpf \
+         --close-tier on`: the kernel's close records (syscalls:sys_enter_close and friends) \
+         instead of the stdin watches.\n",
         args.trees, args.release_gap_ms
     );
     body.push_str(
@@ -978,15 +981,19 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
         );
     }
 
-    let ebpf_p99 = tiers
-        .iter()
-        .find(|t| t.source == "ebpf")
-        .and_then(|t| {
-            let mut d = t.detect_us.clone();
-            d.sort_unstable();
-            percentile(&d, 99.0)
-        })
-        .map(|us| us as f64 / 1000.0);
+    let p99_of = |source: &str| {
+        tiers
+            .iter()
+            .find(|t| t.source == source)
+            .and_then(|t| {
+                let mut d = t.detect_us.clone();
+                d.sort_unstable();
+                percentile(&d, 99.0)
+            })
+            .map(|us| us as f64 / 1000.0)
+    };
+    let ebpf_p99 = p99_of("ebpf");
+    let close_tier_p99 = p99_of(CLOSE_TIER);
     let each = |v: &[Duration]| {
         v.iter()
             .map(|d| format!("{:.3}", d.as_secs_f64()))
@@ -1000,12 +1007,12 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
         body,
         "\n### Spawn storm with live trees\n\n{live} fake servers stay alive (not released) through {} \
          rounds cycling through no daemon, `mcp-reaper run --source ebpf` with the config above, and \
-         the same with `--no-close-tier` (each daemon started before the round and waited on until it \
+         the same with `--close-tier on` (each daemon started before the round and waited on until it \
          tracks all {live} trees live, stopped with SIGTERM after it). In every round two storms of {} sequential fork+exec+wait of `{STORM_PROGRAM}` \
          run one after the other, in alternating order:\n\n\
          - **host**: this process, which holds the {live} trees' stdio. The daemon watches it as \
          their host, so each child it forks is marked in the kernel as a candidate tree (fork, exec \
-         and exit records) and each of its closes is inspected by the close tier.\n\
+         and exit records) and, with the close tier on, each of its closes is inspected.\n\
          - **bystander**: a worker (`cargo xtask storm-worker`) started before any daemon, so no \
          watched lineage includes it: it pays only the in-kernel filters.\n\n\
          | storm | configuration | rounds | median wall time | each round (s) |\n\
@@ -1018,7 +1025,7 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
         let _ = writeln!(
             body,
             "| {name} | no daemon | {} | {} | {} |\n| {name} | daemon watching {} trees | {} | {} | {} |\n\
-             | {name} | daemon watching {} trees, `--no-close-tier` | {} | {} | {} |",
+             | {name} | daemon watching {} trees, `--close-tier on` | {} | {} | {} |",
             series.base.len(),
             med(&series.base),
             each(&series.base),
@@ -1027,15 +1034,15 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
             med(&series.with),
             each(&series.with),
             storm.live,
-            series.without_close.len(),
-            med(&series.without_close),
-            each(&series.without_close),
+            series.with_close.len(),
+            med(&series.with_close),
+            each(&series.with_close),
         );
     }
     let host_ratio = storm.host.ratio(&storm.host.with);
     let bystander_ratio = storm.bystander.ratio(&storm.bystander.with);
-    let host_ratio_nc = storm.host.ratio(&storm.host.without_close);
-    let bystander_ratio_nc = storm.bystander.ratio(&storm.bystander.without_close);
+    let host_ratio_ct = storm.host.ratio(&storm.host.with_close);
+    let bystander_ratio_ct = storm.bystander.ratio(&storm.bystander.with_close);
 
     let verdict = |met: bool| if met { "met" } else { "**missed**" };
     let p99_met = ebpf_p99.is_some_and(|v| v <= TARGET_EBPF_P99_MS);
@@ -1047,12 +1054,16 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
             "eBPF p99 detection {p99_text} > {TARGET_EBPF_P99_MS:.0} ms"
         ));
     }
-    for (name, r) in [
-        ("host", host_ratio),
-        ("bystander", bystander_ratio),
-        ("host, --no-close-tier", host_ratio_nc),
-        ("bystander, --no-close-tier", bystander_ratio_nc),
-    ] {
+    let ct_p99_met = close_tier_p99.is_some_and(|v| v <= TARGET_EBPF_P99_MS);
+    let ct_p99_text = close_tier_p99.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.1} ms"));
+    if !ct_p99_met {
+        missed.push(format!(
+            "eBPF p99 detection with --close-tier on {ct_p99_text} > {TARGET_EBPF_P99_MS:.0} ms"
+        ));
+    }
+    // The storm target holds the default configuration; the close tier's
+    // ratios are its price, shown next to it.
+    for (name, r) in [("host", host_ratio), ("bystander", bystander_ratio)] {
         if !ratio_met(r) {
             missed.push(format!(
                 "spawn storm ({name}) with {} live trees ratio {} > {TARGET_STORM_RATIO:.2}",
@@ -1065,19 +1076,21 @@ fn summarize(ctx: &Context, args: &Args, tiers: &[TierResult], storm: &StormResu
         body,
         "\n### Targets\n\n| metric | result | target | |\n| --- | --- | --- | --- |\n\
          | eBPF tier p99 detection | {p99_text} | <= {TARGET_EBPF_P99_MS:.0} ms | {} |\n\
+         | the same with `--close-tier on` | {ct_p99_text} | <= {TARGET_EBPF_P99_MS:.0} ms | {} |\n\
          | spawn storm wall time ratio by the host, {live} live trees (daemon / no daemon) | {} | <= {TARGET_STORM_RATIO:.2} | {} |\n\
          | spawn storm wall time ratio by a bystander, {live} live trees (daemon / no daemon) | {} | <= {TARGET_STORM_RATIO:.2} | {} |\n\
-         | the same by the host, `--no-close-tier` | {} | <= {TARGET_STORM_RATIO:.2} | {} |\n\
-         | the same by a bystander, `--no-close-tier` | {} | <= {TARGET_STORM_RATIO:.2} | {} |",
+         | the same by the host, opt-in `--close-tier on` | {} | (<= {TARGET_STORM_RATIO:.2}) | {} |\n\
+         | the same by a bystander, opt-in `--close-tier on` | {} | (<= {TARGET_STORM_RATIO:.2}) | {} |",
         verdict(p99_met),
+        verdict(ct_p99_met),
         ratio_text(host_ratio),
         verdict(ratio_met(host_ratio)),
         ratio_text(bystander_ratio),
         verdict(ratio_met(bystander_ratio)),
-        ratio_text(host_ratio_nc),
-        verdict(ratio_met(host_ratio_nc)),
-        ratio_text(bystander_ratio_nc),
-        verdict(ratio_met(bystander_ratio_nc)),
+        ratio_text(host_ratio_ct),
+        verdict(ratio_met(host_ratio_ct)),
+        ratio_text(bystander_ratio_ct),
+        verdict(ratio_met(bystander_ratio_ct)),
         live = storm.live,
     );
     Section::with_targets(TITLE, body, missed)
