@@ -124,8 +124,14 @@ pub struct Agent {
     stdin_watch: Option<crate::stdin_watch::StdinWatch>,
     wake_rx: Option<mpsc::UnboundedReceiver<crate::stdin_watch::Wake>>,
     shared: Arc<std::sync::Mutex<Shared>>,
+    /// Members' memory figures for /metrics, read at most every
+    /// `MEMORY_MAX_AGE`.
+    memory: crate::trees::MemoryCache,
     opts: AgentOptions,
 }
+
+/// How old a member's RSS and PSS may be in /metrics.
+const MEMORY_MAX_AGE: Duration = Duration::from_secs(30);
 
 /// What the agent reports about itself (logs now, metrics later).
 #[derive(Clone, Debug, Serialize)]
@@ -288,6 +294,7 @@ impl Agent {
             stdin_watch,
             wake_rx,
             shared: Arc::new(std::sync::Mutex::new(Shared::default())),
+            memory: crate::trees::MemoryCache::new(MEMORY_MAX_AGE),
             opts,
         })
     }
@@ -664,6 +671,8 @@ impl Agent {
         m.set_degraded(self.tracker.degraded());
         m.set_tracked(self.tracker.live_count());
         m.observe_source_counters(&self.counters.snapshot());
+        let now = std::time::Instant::now();
+        let mut seen = std::collections::HashSet::new();
         let trees: Vec<_> = self
             .supervisor
             .trees()
@@ -672,15 +681,14 @@ impl Agent {
             .into_iter()
             .map(|t| {
                 let members = self.supervisor.members(t.root, &self.tracker);
-                let rss = members
-                    .iter()
-                    .filter_map(|k| procscan::read_process(&self.opts.proc_root, k.tgid).ok())
-                    .map(|p| p.rss_bytes)
-                    .sum();
-                let pss = members
-                    .iter()
-                    .filter_map(|k| crate::trees::pss_bytes(&self.opts.proc_root, k.tgid))
-                    .sum();
+                let (mut rss, mut pss) = (0u64, 0u64);
+                for &k in &members {
+                    seen.insert(k);
+                    if let Some((r, p)) = self.memory.read(&self.opts.proc_root, k, now) {
+                        rss += r;
+                        pss += p;
+                    }
+                }
                 // Only orphans that should be reaped age for alerting: an
                 // observed or dry-run orphan is a leak report, not a
                 // failing reap.
@@ -701,6 +709,7 @@ impl Agent {
                 (t, members.len() as u64, rss, pss)
             })
             .collect();
+        self.memory.retain(&seen);
         self.opts.reporter.trees(&trees);
     }
 }
