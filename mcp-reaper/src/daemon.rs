@@ -516,10 +516,7 @@ impl Agent {
         if let Some(w) = &mut self.stdin_watch {
             // New trees get watches; forgotten ones lose theirs (and their
             // stdin duplicates) now.
-            w.sync(
-                self.supervisor.trees().map(|t| t.root),
-                &self.opts.proc_root,
-            );
+            w.sync_links(self.supervisor.watch_links(), &self.opts.proc_root);
         }
         let trees: Vec<_> = self.supervisor.trees().cloned().collect();
         let status = self.status();

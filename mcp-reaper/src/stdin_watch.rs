@@ -1,14 +1,17 @@
-//! The pidfd tier's event half: per tree, the root's pidfd (readable once
+//! Release wakes through pidfds: per tree, the root's pidfd (readable once
 //! the root exits) and a `pidfd_getfd` duplicate of the root's stdin
-//! (HUP / RDHUP once the far end goes), both in tokio's epoll.
+//! (HUP / RDHUP once the far end goes), both in tokio's epoll; for a tree
+//! behind a relay chain also each hop's stdin and lineage fds, whose
+//! hang-up means the host let go upstream. Used by the pidfd tier, and by
+//! the eBPF tier when its close tier is not attached.
 //!
 //! Owns: opening and closing those fds, and telling the daemon which tree
 //! to re-check. A wake is only a hint: ownership is still confirmed by
 //! sock_diag and /proc (shutdown() without close raises RDHUP too).
-//! Must never: read from, write to or change the flags of the duplicate
-//! (it shares the server's open file description, so a read would steal
-//! the server's input and O_NONBLOCK would change its reads), or keep it
-//! once the root has exited or the tree is forgotten (while the daemon
+//! Must never: read from, write to or change the flags of a duplicate
+//! (it shares the holder's open file description, so a read would steal
+//! the holder's input and O_NONBLOCK would change its reads), or keep it
+//! once its holder has exited or the tree is forgotten (while the daemon
 //! holds a pipe's read end, the host's writes to a dead server do not
 //! fail).
 
@@ -142,12 +145,22 @@ fn open_pidfd(proc_root: &Path, key: ProcKey) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-/// The watches of every tree, one small task each.
+/// A descriptor of a relay hop whose hang-up may end a tree's session:
+/// (the hop, its fd number).
+pub type Link = (ProcKey, u32);
+
+/// One tree's watches: the links they were opened for, and their tasks.
+struct Watched {
+    links: Vec<Link>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The watches of every tree, small tasks each.
 pub struct StdinWatch {
     tx: mpsc::UnboundedSender<Wake>,
     /// Every root tried, watched or not (a failed open is not retried; the
     /// poll source's reconcile covers that tree).
-    tasks: HashMap<ProcKey, Option<JoinHandle<()>>>,
+    tasks: HashMap<ProcKey, Watched>,
 }
 
 impl StdinWatch {
@@ -174,27 +187,65 @@ impl StdinWatch {
     /// Watches the trees in `roots` and drops the watches of every other.
     /// Must run inside a tokio runtime with I/O enabled.
     pub fn sync(&mut self, roots: impl IntoIterator<Item = ProcKey>, proc_root: &Path) {
-        let watched: HashSet<ProcKey> = self.tasks.keys().copied().collect();
-        let (add, remove) = plan(&watched, roots);
+        self.sync_links(roots.into_iter().map(|r| (r, Vec::new())), proc_root);
+    }
+
+    /// As `sync`, and per tree the links of its relay chain: a hang-up of
+    /// any of them wakes the tree as its stdin's would. A tree whose links
+    /// changed is watched afresh.
+    pub fn sync_links(
+        &mut self,
+        targets: impl IntoIterator<Item = (ProcKey, Vec<Link>)>,
+        proc_root: &Path,
+    ) {
+        let mut wanted: HashMap<ProcKey, Vec<Link>> = targets.into_iter().collect();
+        for links in wanted.values_mut() {
+            links.sort();
+            links.dedup();
+        }
+        // A tree whose links changed counts as not watched yet.
+        let watched: HashSet<ProcKey> = self
+            .tasks
+            .iter()
+            .filter(|(root, w)| wanted.get(root).is_none_or(|l| *l == w.links))
+            .map(|(root, _)| *root)
+            .collect();
+        let stale: Vec<ProcKey> = self
+            .tasks
+            .keys()
+            .filter(|r| !watched.contains(r))
+            .copied()
+            .collect();
+        for root in stale {
+            self.unwatch(root);
+        }
+        let (add, remove) = plan(&watched, wanted.keys().copied());
         for root in remove {
             self.unwatch(root);
         }
         for root in add {
-            let task = match self.watch(root, proc_root) {
-                Ok(t) => Some(t),
-                Err(e) => {
-                    debug!(%root, "no pidfd watch: {e}");
-                    None
+            let links = wanted.remove(&root).unwrap_or_default();
+            let mut tasks = Vec::new();
+            match self.watch(root, proc_root) {
+                Ok(t) => tasks.push(t),
+                Err(e) => debug!(%root, "no pidfd watch: {e}"),
+            }
+            for &(hop, fd) in &links {
+                match self.watch_link(root, hop, fd, proc_root) {
+                    Ok(t) => tasks.push(t),
+                    Err(e) => debug!(%root, %hop, fd, "no link watch: {e}"),
                 }
-            };
-            self.tasks.insert(root, task);
+            }
+            self.tasks.insert(root, Watched { links, tasks });
         }
     }
 
-    /// Stops watching `root`, closing its pidfd and stdin duplicate.
+    /// Stops watching `root`, closing its pidfds and duplicates.
     pub fn unwatch(&mut self, root: ProcKey) {
-        if let Some(Some(task)) = self.tasks.remove(&root) {
-            task.abort();
+        if let Some(w) = self.tasks.remove(&root) {
+            for task in w.tasks {
+                task.abort();
+            }
         }
     }
 
@@ -211,7 +262,34 @@ impl StdinWatch {
         .map_err(|e| debug!(%root, "no stdin duplicate: {e}"))
         .ok()
         .and_then(|fd| register(fd).ok());
-        Ok(tokio::spawn(run(root, pidfd, stdin, self.tx.clone())))
+        Ok(tokio::spawn(run(root, pidfd, stdin, self.tx.clone(), true)))
+    }
+
+    /// A relay hop's descriptor: its hang-up wakes `root`; the hop's exit
+    /// only closes the duplicate (the kernel or the reconcile reports it).
+    fn watch_link(
+        &self,
+        root: ProcKey,
+        hop: ProcKey,
+        fd: u32,
+        proc_root: &Path,
+    ) -> std::io::Result<JoinHandle<()>> {
+        let pidfd = register(open_pidfd(proc_root, hop)?)?;
+        let fd = i32::try_from(fd)
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let dup = rustix::process::pidfd_getfd(
+            pidfd.get_ref().as_fd(),
+            fd,
+            rustix::process::PidfdGetfdFlags::empty(),
+        )?;
+        let dup = register(dup)?;
+        Ok(tokio::spawn(run(
+            root,
+            pidfd,
+            Some(dup),
+            self.tx.clone(),
+            false,
+        )))
     }
 }
 
@@ -224,25 +302,30 @@ fn register(fd: OwnedFd) -> std::io::Result<AsyncFd<OwnedFd>> {
 
 impl Drop for StdinWatch {
     fn drop(&mut self) {
-        for task in self.tasks.drain().filter_map(|(_, t)| t) {
+        for task in self.tasks.drain().flat_map(|(_, w)| w.tasks) {
             task.abort();
         }
     }
 }
 
+/// Waits on one holder's pidfd and its duplicate. `is_root`: the holder is
+/// the tree's root, whose exit is itself a wake.
 async fn run(
     root: ProcKey,
     pidfd: AsyncFd<OwnedFd>,
     mut stdin: Option<AsyncFd<OwnedFd>>,
     tx: mpsc::UnboundedSender<Wake>,
+    is_root: bool,
 ) {
     loop {
         tokio::select! {
-            // Exit first: the duplicate must not outlive the root.
+            // Exit first: the duplicate must not outlive its holder.
             biased;
             _ = pidfd.readable() => {
                 drop(stdin.take());
-                let _ = tx.send(Wake::RootExited(root));
+                if is_root {
+                    let _ = tx.send(Wake::RootExited(root));
+                }
                 return;
             }
             guard = async { stdin.as_ref()?.readable().await.ok() }, if stdin.is_some() => {
@@ -391,6 +474,45 @@ mod tests {
 
     fn stdin_of(child: &std::process::Child) -> std::path::PathBuf {
         std::fs::read_link(format!("/proc/{}/fd/0", child.id())).unwrap()
+    }
+
+    /// A relay hop's link: its hang-up wakes the tree it was given for;
+    /// the hop's exit closes the duplicate without a wake; the root's own
+    /// watch is unaffected, and a change of links re-opens the watches.
+    #[tokio::test]
+    async fn a_relay_hops_hangup_wakes_its_tree_and_its_exit_does_not() {
+        let (mut root_child, root) = spawn(Stdio::piped());
+        let (ours, theirs) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut hop_child, hop) = spawn(Stdio::from(OwnedFd::from(theirs)));
+        let link = stdin_of(&hop_child);
+        let (mut w, mut rx) = StdinWatch::new();
+        w.sync_links([(root, vec![(hop, 0)])], Path::new("/proc"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(holds(&link), "the hop's link is duplicated");
+        drop(ours);
+        assert_eq!(next(&mut rx).await, Wake::StdinClosed(root));
+        assert!(!holds(&link), "closed after the hangup");
+
+        // Links changed (none now, then a live hop again): watched afresh.
+        let (_ours2, theirs2) = std::os::unix::net::UnixStream::pair().unwrap();
+        let (mut hop2_child, hop2) = spawn(Stdio::from(OwnedFd::from(theirs2)));
+        let link2 = stdin_of(&hop2_child);
+        w.sync_links([(root, vec![(hop2, 0)])], Path::new("/proc"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(holds(&link2));
+        hop2_child.kill().unwrap();
+        let _ = hop2_child.wait();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!holds(&link2), "the hop's exit closes its duplicate");
+        assert!(rx.try_recv().is_err(), "a hop's exit is no wake");
+        // The root's own watch still reports its exit.
+        root_child.kill().unwrap();
+        assert_eq!(next(&mut rx).await, Wake::RootExited(root));
+        let _ = root_child.wait();
+        hop_child.kill().unwrap();
+        let _ = hop_child.wait();
+        w.sync_links([], Path::new("/proc"));
+        assert!(w.is_empty());
     }
 
     /// A socket: shutdown() raises RDHUP (a hint; the recheck decides),

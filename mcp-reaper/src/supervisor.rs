@@ -990,6 +990,29 @@ impl Supervisor {
         out
     }
 
+    /// Where the pidfd wakes look, per tree: the root's stdin always (the
+    /// watch adds it), and behind a relay chain each hop's stdin and lineage
+    /// fds below the owner: the host closing its end of either is how a
+    /// chained session ends, and the tree's own stdin stays with the stuck
+    /// hop.
+    pub fn watch_links(&self) -> Vec<(ProcKey, Vec<crate::stdin_watch::Link>)> {
+        self.trees
+            .values()
+            .map(|t| {
+                let links = t
+                    .chain
+                    .iter()
+                    .skip(1)
+                    .flat_map(|&hop| {
+                        let ctl = self.relay_ctl(hop).unwrap_or_default();
+                        std::iter::once((hop, 0)).chain(ctl.into_iter().map(move |fd| (hop, fd)))
+                    })
+                    .collect();
+                (t.root, links)
+            })
+            .collect()
+    }
+
     /// Control fds of `key` if it is a relay hop of some host rule (that
     /// rule's `lineage_fds`), `None` if it is no relay.
     fn relay_ctl(&self, key: ProcKey) -> Option<Vec<u32>> {
