@@ -130,6 +130,30 @@ pub struct Agent {
     opts: AgentOptions,
 }
 
+/// Raises the soft limit on open descriptors to the hard one. The stdin
+/// watches hold a pidfd and a duplicate per tree (more behind relay
+/// chains), so a thousand trees pass the usual soft limit of 1,024, and
+/// running out would fail /proc reads too.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current != lim.maximum {
+        match setrlimit(
+            Resource::Nofile,
+            rustix::process::Rlimit {
+                current: lim.maximum,
+                maximum: lim.maximum,
+            },
+        ) {
+            Ok(()) => debug!(limit = ?lim.maximum, "raised the open-descriptor limit"),
+            Err(e) => warn!(
+                soft = ?lim.current,
+                "cannot raise the open-descriptor limit ({e}); many trees may exhaust it"
+            ),
+        }
+    }
+}
+
 /// How old a member's RSS and PSS may be in /metrics.
 const MEMORY_MAX_AGE: Duration = Duration::from_secs(30);
 
@@ -148,6 +172,7 @@ impl Agent {
     /// runtime. With `auto`, an eBPF failure is logged with its cause and the
     /// poll source runs instead.
     pub fn start(mut opts: AgentOptions) -> anyhow::Result<Self> {
+        raise_fd_limit();
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let counters = Arc::new(SourceCounters::default());
         // Whether the per-tree stdin watches can run here; it decides the
