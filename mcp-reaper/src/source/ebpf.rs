@@ -290,6 +290,10 @@ impl EbpfSource {
             }
         };
         match (&close, &close_fallback) {
+            // Left out on purpose: the agent says what runs instead.
+            (Err(reason), _) if opts.close_tier == CloseTier::Off => {
+                debug!("eBPF close tier not attached: {reason}");
+            }
             (Err(reason), _) => warn!("eBPF close tier off: {reason}"),
             (Ok(hook), None) => info!("eBPF close tier on: {}", hook.label()),
             (Ok(hook), Some(why)) => info!(
@@ -303,11 +307,12 @@ impl EbpfSource {
             (Ok(_), false) => Err("disabled".to_owned()),
             (Ok(_), true) => attach_release(&mut ebpf, &btf),
         };
-        match &release {
-            Ok(how) => info!("UNIX-socket release hook attached ({how}/{RELEASE_FUNCTION})"),
-            Err(reason) => info!(
+        match (&release, &close) {
+            (Ok(how), _) => info!("UNIX-socket release hook attached ({how}/{RELEASE_FUNCTION})"),
+            (Err(reason), Ok(_)) => info!(
                 "UNIX-socket release hook off ({reason}); hosts' closes come from the close tier"
             ),
+            (Err(reason), Err(_)) => debug!("UNIX-socket release hook off ({reason})"),
         }
         drop(btf);
         release_freed_memory();
