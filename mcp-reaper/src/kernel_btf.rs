@@ -47,10 +47,14 @@ pub struct KernelBtf {
 impl KernelBtf {
     /// Loads BTF from `path` (normally [`VMLINUX_BTF`]).
     pub fn load(path: &Path) -> Result<Self, BtfError> {
-        let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        // Mapped, not parsed up front, where the kernel allows mapping its
+        // BTF (6.16+): a full parse of vmlinux BTF peaks near 40 MB.
+        let btf = Btf::from_file_with_backend(path, btf_rs::Backend::Mmap)
+            .or_else(|_| Btf::from_file(path))
+            .map_err(|source| BtfError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
         Ok(Self { btf })
     }
 

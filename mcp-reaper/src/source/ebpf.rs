@@ -196,8 +196,9 @@ impl EbpfSource {
                 "this binary was built without its kernel programs (AYA_BUILD_SKIP); rebuild with `cargo xtask build`"
             ));
         }
-        // Parsed in a scope of its own: the kernel's BTF is large, and aya
-        // parses it again below; not holding both keeps the peak RSS down.
+        // Read in a scope of its own (mapped where the kernel allows it):
+        // aya parses the kernel's BTF again below, and holding both would
+        // raise the daemon's peak RSS.
         let (offsets, close_offsets) = {
             let kbtf = KernelBtf::load(&opts.btf_path)?;
             if kbtf.tracepoint_args("sched_process_exit").unwrap_or(0) < 2 {
@@ -239,10 +240,15 @@ impl EbpfSource {
             debug!("could not raise RLIMIT_MEMLOCK (fine on memcg-accounted kernels)");
         }
         let log_level: u8 = if opts.kernel_log { 5 } else { 0 };
-        // One parse of the kernel's BTF serves the loader and tp_btf attach.
-        let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
-        let mut ebpf = EbpfLoader::new()
-            .btf(Some(&btf))
+        // The programs carry no CO-RE relocations (offsets come from the
+        // globals above), so the loader needs no kernel BTF. Its
+        // constructor parses one anyway: dropped at once, and the heap
+        // trimmed, before the parse the tp_btf attach needs, so the two
+        // copies (some 20 MB each) never coexist.
+        let mut loader = EbpfLoader::new();
+        loader.btf(None);
+        release_freed_memory();
+        let mut ebpf = loader
             .override_global("OFFSETS", &offsets, true)
             .override_global("FILE_OFFSETS", &file_offsets, true)
             .override_global("CLOSE_SYSCALLS", &close_syscalls, true)
@@ -256,6 +262,9 @@ impl EbpfSource {
             .map_max_entries("WATCH", opts.watch_capacity)
             .load(PROGRAMS)
             .context("loading the kernel programs")?;
+        drop(loader);
+        release_freed_memory();
+        let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
         if opts.kernel_log {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => spawn_kernel_logger(logger),
