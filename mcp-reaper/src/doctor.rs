@@ -1069,11 +1069,7 @@ mod tests {
     /// fentry, LSM or kprobes.
     #[test]
     fn diagnose_on_this_kernel() {
-        if rustix::process::geteuid().as_raw() != 0 {
-            if std::env::var("MCP_REAPER_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-                panic!("MCP_REAPER_REQUIRE_PRIVILEGED=1 but not running as root");
-            }
-            println!("skipped: needs root");
+        if !crate::test_has_root("BPF program loads and attaches") {
             return;
         }
         let report = diagnose();

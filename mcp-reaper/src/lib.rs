@@ -44,3 +44,18 @@ pub mod stdin_watch;
 pub mod supervisor;
 pub mod tracker;
 pub mod trees;
+
+/// For unit tests that need root: `true` when running as root; otherwise
+/// prints why the test skips (`needs`), or fails when the privileged test
+/// runner (`MCP_REAPER_REQUIRE_PRIVILEGED=1`) demands that nothing skip.
+#[cfg(test)]
+pub(crate) fn test_has_root(needs: &str) -> bool {
+    if rustix::process::geteuid().as_raw() == 0 {
+        return true;
+    }
+    if std::env::var("MCP_REAPER_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+        panic!("MCP_REAPER_REQUIRE_PRIVILEGED=1 but not running as root");
+    }
+    println!("skipped: needs root ({needs})");
+    false
+}
