@@ -18,7 +18,7 @@ use mcp_reaper_common::{
 /// Events to userspace. Sized by userspace at load (`set_max_entries`); this
 /// is the default.
 #[map]
-pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 22, 0);
+pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Watched processes: tgid -> tree. Written by userspace to mark hosts and
 /// tree roots, extended here on fork, pruned here on exit.

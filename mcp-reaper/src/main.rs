@@ -15,7 +15,7 @@ use mcp_reaper::{
     doctor, scan,
     source::{
         SourceChoice,
-        ebpf::{CloseHook, CloseTier, EbpfOptions},
+        ebpf::{CloseHook, CloseTier, DEFAULT_RING_BYTES, EbpfOptions},
         poll::PollOptions,
     },
 };
@@ -132,8 +132,10 @@ struct RunArgs {
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     poll_interval: f64,
 
-    /// eBPF tier: ring buffer size in bytes (power of two, at least a page).
-    #[arg(long, default_value_t = 4 << 20, value_name = "BYTES")]
+    /// eBPF tier: ring buffer size in bytes (power of two, at least a
+    /// page). Raise it if mcp_reaper_lost_events_total grows: each loss
+    /// costs a /proc resync. Resident memory grows by twice this size.
+    #[arg(long, default_value_t = DEFAULT_RING_BYTES, value_name = "BYTES")]
     ring_buffer_bytes: u32,
 
     /// eBPF tier: forward the kernel programs' debug log (aya-log).

@@ -120,6 +120,11 @@ pub fn native_close_syscalls() -> CloseSyscalls {
     }
 }
 
+/// The ring buffer's default size: about 13,000 records, while the reader
+/// is woken every 64 KiB and drains every 5 ms. The kernel maps its pages
+/// twice into the daemon, so every MiB here is two MiB of resident memory.
+pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
+
 /// Tunables for the eBPF source.
 #[derive(Clone, Debug)]
 pub struct EbpfOptions {
@@ -147,7 +152,7 @@ pub struct EbpfOptions {
 impl Default for EbpfOptions {
     fn default() -> Self {
         Self {
-            ring_bytes: 4 << 20,
+            ring_bytes: DEFAULT_RING_BYTES,
             watch_capacity: 65_536,
             drain_interval: Duration::from_millis(5),
             kernel_log: false,
