@@ -7,13 +7,13 @@
 //! walked. A host's exec drops its close-on-exec descriptors: EXEC already
 //! reports that. Two entry points share it: the per-syscall tracepoints in
 //! `close_tp` (preferred: other syscalls never run a program), and
-//! `tp_btf/sys_enter` here, for machines where tracefs cannot be reached.
+//! `raw_tp/sys_enter` here, for machines where tracefs cannot be reached.
 //! Must never: do more than compare the syscall number and one map lookup
 //! for any other syscall or process (`sys_enter` runs on every syscall), or
 //! loop over descriptors.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid, macros::btf_tracepoint, programs::BtfTracePointContext,
+    helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use mcp_reaper_common::{CLOSE_RANGE_CLOEXEC, close_flag, close_kind, counter, kind, watch};
 
@@ -33,8 +33,8 @@ pub enum Call {
 }
 
 /// `sys_enter` for every syscall: picks out the close family by number.
-#[btf_tracepoint(function = "sys_enter")]
-pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sys_enter")]
+pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
     let id: i64 = ctx.arg(1);
     let s = CLOSE_SYSCALLS.load();
     let call = if id == i64::from(s.close) {

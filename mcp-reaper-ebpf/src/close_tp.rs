@@ -3,7 +3,7 @@
 //!
 //! Owns: reading each syscall's arguments from its tracepoint record at the
 //! offsets userspace read from tracefs (`SYSCALL_TP_ARGS`) and handing them
-//! to `close::host_close`. Preferred over `tp_btf/sys_enter` because the
+//! to `close::host_close`. Preferred over `raw_tp/sys_enter` because the
 //! kernel runs these only for their own syscall, so the rest of the
 //! machine's syscalls pay no program run.
 //! Must never: read an offset userspace did not fill in (`valid` is 0 until

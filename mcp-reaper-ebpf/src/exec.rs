@@ -1,11 +1,11 @@
-//! `tp_btf/sched_process_exec`: every exec on the host.
+//! `raw_tp/sched_process_exec`: every exec on the host.
 //!
 //! Owns: reporting each successful exec with the process identity and its
 //! parent, so userspace can find hosts and servers by what they run.
 //! Must never: change the watch map (userspace decides what to watch).
 
 use aya_ebpf::{
-    helpers::bpf_get_current_comm, macros::btf_tracepoint, programs::BtfTracePointContext,
+    helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext,
 };
 use mcp_reaper_common::{counter, kind};
 
@@ -15,8 +15,8 @@ use crate::{
     task::Task,
 };
 
-#[btf_tracepoint(function = "sched_process_exec")]
-pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_exec")]
+pub fn sched_process_exec(ctx: RawTracePointContext) -> i32 {
     match try_exec(&ctx) {
         Ok(()) => 0,
         Err(_) => {
@@ -26,7 +26,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
-fn try_exec(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
     let o = OFFSETS.load();
     if o.valid == 0 {
         return Ok(());

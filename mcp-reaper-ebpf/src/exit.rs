@@ -1,10 +1,10 @@
-//! `tp_btf/sched_process_exit`: the end of a watched process.
+//! `raw_tp/sched_process_exit`: the end of a watched process.
 //!
 //! Owns: reporting the exit of the last thread of a watched process and
 //! removing it from the watch map, so a reused PID never inherits a watch.
 //! Must never: report thread exits, or exits of unwatched processes.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use mcp_reaper_common::{counter, kind};
 
 use crate::{
@@ -13,8 +13,8 @@ use crate::{
     task::Task,
 };
 
-#[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_exit")]
+pub fn sched_process_exit(ctx: RawTracePointContext) -> i32 {
     match try_exit(&ctx) {
         Ok(()) => 0,
         Err(_) => {
@@ -24,7 +24,7 @@ pub fn sched_process_exit(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
-fn try_exit(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     let o = OFFSETS.load();
     if o.valid == 0 {
         return Ok(());

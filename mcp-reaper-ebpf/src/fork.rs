@@ -1,4 +1,4 @@
-//! `tp_btf/sched_process_fork`: lineage of watched processes.
+//! `raw_tp/sched_process_fork`: lineage of watched processes.
 //!
 //! Owns: extending the watch map to every new process forked by a watched
 //! process, before the child runs its first instruction, and reporting the
@@ -6,7 +6,7 @@
 //! of a MEMBER joins its parent's tree. Threads are ignored.
 //! Must never: report or watch forks of unwatched processes.
 
-use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
+use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use aya_log_ebpf::{debug, warn};
 use mcp_reaper_common::{WatchEntry, counter, kind, watch};
 
@@ -16,8 +16,8 @@ use crate::{
     task::Task,
 };
 
-#[btf_tracepoint(function = "sched_process_fork")]
-pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn sched_process_fork(ctx: RawTracePointContext) -> i32 {
     match try_fork(&ctx) {
         Ok(()) => 0,
         Err(_) => {
@@ -27,7 +27,7 @@ pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     }
 }
 
-fn try_fork(ctx: &BtfTracePointContext) -> Result<(), i32> {
+fn try_fork(ctx: &RawTracePointContext) -> Result<(), i32> {
     let o = OFFSETS.load();
     if o.valid == 0 {
         return Ok(());

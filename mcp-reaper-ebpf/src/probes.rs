@@ -1,7 +1,7 @@
 //! Feature probes for `mcp-reaper doctor`: one empty program per attach type.
 //!
-//! Owns: the smallest program of each kind the daemon might use (classic
-//! tracepoint, BTF tracepoint, fentry, LSM, kprobe), so that userspace can
+//! Owns: the smallest program of each kind the daemon might use (classic,
+//! raw and BTF tracepoint, fentry, LSM, kprobe), so that userspace can
 //! learn which of them this kernel lets it load and attach.
 //! Must never: read memory, touch a map, emit an event, or return anything
 //! but 0 (for the LSM hook, 0 means "allow": a probe must never deny).
@@ -9,8 +9,11 @@
 #![no_main]
 
 use aya_ebpf::{
-    macros::{btf_tracepoint, fentry, kprobe, lsm, tracepoint},
-    programs::{BtfTracePointContext, FEntryContext, LsmContext, ProbeContext, TracePointContext},
+    macros::{btf_tracepoint, fentry, kprobe, lsm, raw_tracepoint, tracepoint},
+    programs::{
+        BtfTracePointContext, FEntryContext, LsmContext, ProbeContext, RawTracePointContext,
+        TracePointContext,
+    },
 };
 
 /// Classic tracepoint: attached to `sched/sched_process_fork` through tracefs.
@@ -19,7 +22,13 @@ pub fn doctor_tp(_ctx: TracePointContext) -> u32 {
     0
 }
 
-/// BTF tracepoint (`tp_btf`), the kind the event programs use.
+/// Raw tracepoint (`raw_tp`), the kind the event programs use.
+#[raw_tracepoint(tracepoint = "sched_process_fork")]
+pub fn doctor_raw_tp(_ctx: RawTracePointContext) -> i32 {
+    0
+}
+
+/// BTF tracepoint (`tp_btf`).
 #[btf_tracepoint(function = "sched_process_fork")]
 pub fn doctor_tp_btf(_ctx: BtfTracePointContext) -> i32 {
     0

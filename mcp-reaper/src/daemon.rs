@@ -214,7 +214,7 @@ impl Agent {
                 Ok(src) => (
                     Some(src),
                     ActiveSource::Ebpf,
-                    "tp_btf programs loaded".into(),
+                    "kernel event programs loaded".into(),
                 ),
                 Err(e) => match &stdin_probe {
                     Ok(()) => {

@@ -15,7 +15,7 @@ use std::{collections::BTreeMap, fmt::Write as _, fs, path::Path};
 
 use aya::{
     Btf, Ebpf,
-    programs::{BtfTracePoint, FEntry, KProbe, Lsm, TracePoint},
+    programs::{BtfTracePoint, FEntry, KProbe, Lsm, RawTracePoint, TracePoint},
 };
 use serde::{Deserialize, Serialize};
 
@@ -88,6 +88,8 @@ pub enum CheckId {
     Procfs,
     /// Classic tracepoint (`sched/sched_process_fork`).
     Tracepoint,
+    /// Raw tracepoint (`raw_tp/sched_process_fork`), the event programs' kind.
+    RawTp,
     /// BTF tracepoint (`tp_btf/sched_process_fork`).
     TpBtf,
     /// fentry on `unix_release`.
@@ -112,6 +114,7 @@ impl CheckId {
             Self::Privileges => "privileges",
             Self::Procfs => "procfs",
             Self::Tracepoint => "tracepoint",
+            Self::RawTp => "raw_tp",
             Self::TpBtf => "tp_btf",
             Self::Fentry => "fentry",
             Self::Lsm => "lsm",
@@ -265,7 +268,7 @@ pub fn diagnose() -> Report {
                     CheckId::EbpfSource,
                     Status::Ok,
                     format!(
-                        "event programs load and attach (tp_btf sched_process_fork/exec/exit); {close}"
+                        "event programs load and attach (raw_tp sched_process_fork/exec/exit); {close}"
                     ),
                 )
             }
@@ -274,6 +277,7 @@ pub fn diagnose() -> Report {
     } else {
         for id in [
             CheckId::Tracepoint,
+            CheckId::RawTp,
             CheckId::TpBtf,
             CheckId::Fentry,
             CheckId::Lsm,
@@ -351,7 +355,7 @@ pub fn conclude(checks: &[Check]) -> (Tier, String) {
     let source = find(CheckId::EbpfSource);
 
     if ok(CheckId::EbpfSource) {
-        let mut reason = String::from("tp_btf event programs load and attach");
+        let mut reason = String::from("raw tracepoint event programs load and attach");
         if !ok(CheckId::Tracepoint) {
             let why = find(CheckId::Tracepoint).map_or("not tried".into(), short_failure);
             let _ = write!(reason, "; classic tracepoints unavailable ({why})");
@@ -644,9 +648,10 @@ fn dir_has_entries(p: &Path) -> bool {
 /// program is detached and unloaded before the next one is tried.
 fn try_attach_types() -> Vec<Check> {
     // (check, program name in the probes object, required for the eBPF tier)
-    const PROBE_PROGRAMS: [(CheckId, &str, bool); 5] = [
+    const PROBE_PROGRAMS: [(CheckId, &str, bool); 6] = [
         (CheckId::Tracepoint, "doctor_tp", true),
-        (CheckId::TpBtf, "doctor_tp_btf", true),
+        (CheckId::RawTp, "doctor_raw_tp", true),
+        (CheckId::TpBtf, "doctor_tp_btf", false),
         (CheckId::Fentry, "doctor_fentry", false),
         (CheckId::Lsm, "doctor_lsm", false),
         (CheckId::Kprobe, "doctor_kprobe", false),
@@ -715,6 +720,14 @@ fn try_one(
                     ""
                 }
             ))
+        }
+        CheckId::RawTp => {
+            let p: &mut RawTracePoint = prog.try_into().map_err(kind)?;
+            p.load().map_err(load)?;
+            let link = p.attach("sched_process_fork").map_err(attach)?;
+            let _ = p.detach(link);
+            let _ = p.unload();
+            Ok("loads and attaches (raw_tp/sched_process_fork)".into())
         }
         CheckId::TpBtf => {
             let p: &mut BtfTracePoint = prog.try_into().map_err(kind)?;
@@ -908,6 +921,7 @@ mod tests {
         vec![
             c(CheckId::Procfs, Status::Ok, "/proc readable"),
             c(CheckId::Tracepoint, Status::Ok, "loads and attaches"),
+            c(CheckId::RawTp, Status::Ok, "loads and attaches"),
             c(CheckId::TpBtf, Status::Ok, "loads and attaches"),
             c(
                 CheckId::Fentry,
@@ -1037,9 +1051,10 @@ mod tests {
         assert_eq!(v["privileges"]["capabilities"]["CAP_BPF"], true);
         assert_eq!(v["checks"][0]["id"], "procfs");
         assert_eq!(v["checks"][0]["status"], "ok");
-        assert_eq!(v["checks"][3]["id"], "fentry");
-        assert_eq!(v["checks"][3]["status"], "warn");
-        assert_eq!(v["checks"][6]["id"], "ebpf_source");
+        assert_eq!(v["checks"][2]["id"], "raw_tp");
+        assert_eq!(v["checks"][4]["id"], "fentry");
+        assert_eq!(v["checks"][4]["status"], "warn");
+        assert_eq!(v["checks"][7]["id"], "ebpf_source");
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back, report);
     }
@@ -1065,7 +1080,7 @@ mod tests {
     }
 
     /// Needs root (run through the privileged test runner). What this
-    /// project's reference kernel allows: tracepoints and tp_btf, not
+    /// project's reference kernel allows: tracepoints, raw_tp and tp_btf, not
     /// fentry, LSM or kprobes.
     #[test]
     fn diagnose_on_this_kernel() {
@@ -1091,6 +1106,7 @@ mod tests {
             "{report:#?}"
         );
         assert!(!report.reason.contains("classic tracepoints unavailable"));
+        assert_eq!(status(CheckId::RawTp), Some(Status::Ok), "{report:#?}");
         assert_eq!(status(CheckId::TpBtf), Some(Status::Ok), "{report:#?}");
         assert_ne!(status(CheckId::Fentry), Some(Status::Ok), "{report:#?}");
         assert_ne!(status(CheckId::Lsm), Some(Status::Ok), "{report:#?}");

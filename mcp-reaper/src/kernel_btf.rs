@@ -240,7 +240,7 @@ impl KernelBtf {
         Ok(f.offset)
     }
 
-    /// Offsets for the close program (`tp_btf/sys_enter`). Any missing
+    /// Offsets for the close program (`sys_enter`). Any missing
     /// field is an error: the caller then runs without the close tier.
     pub fn file_offsets(&self) -> Result<FileOffsets, BtfError> {
         const PTR: usize = 8;
@@ -385,7 +385,7 @@ mod tests {
         let o = k.file_offsets().unwrap();
         eprintln!("{o:?}");
         assert_eq!(o.valid, 1);
-        // tp_btf/sys_enter is (struct pt_regs *regs, long id).
+        // sys_enter is (struct pt_regs *regs, long id).
         assert_eq!(k.tracepoint_args("sys_enter"), Some(2));
         // Nested named members: file_ref_t.refcnt.counter sits at f_ref.
         if o.ref_one == 0 {

@@ -155,7 +155,7 @@ struct RunArgs {
     /// eBPF tier, close tier on: where it enters the kernel. `auto` uses the
     /// per-syscall tracepoints (only close, close_range, dup2 and dup3 run
     /// a program), mounting a tracefs private to the daemon if the machine
-    /// has none; `sys-enter` uses tp_btf/sys_enter, which needs no tracefs
+    /// has none; `sys-enter` uses raw_tp/sys_enter, which needs no tracefs
     /// but runs a program on every syscall of the machine.
     #[arg(long, value_enum, default_value_t = CloseHook::Auto, value_name = "HOOK")]
     close_hook: CloseHook,

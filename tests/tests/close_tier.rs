@@ -1,5 +1,5 @@
 //! The eBPF close tier against the real kernel: the per-syscall
-//! tracepoints (and, by option, `tp_btf/sys_enter`) report a watched host's
+//! tracepoints (and, by option, `raw_tp/sys_enter`) report a watched host's
 //! closes of AF_UNIX sockets and pipes (with the peer's
 //! inode and whether the close drops the last reference), dup2/dup3 onto an
 //! open descriptor, and close_range; unwatched processes report nothing; a

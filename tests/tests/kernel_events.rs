@@ -1,4 +1,4 @@
-//! Kernel event pipeline against the real kernel: the tp_btf programs, the
+//! Kernel event pipeline against the real kernel: the raw tracepoint programs, the
 //! in-kernel watch map, the ring buffer, decoding and the tracker.
 //! Needs root (BPF); skips with a printed reason otherwise.
 

@@ -10,7 +10,7 @@
 //! unavailable the source runs without it and says why (`close_tier`,
 //! `close_tier_reason`). It enters through the per-syscall tracepoints
 //! where tracefs can be reached (see `tracefs`), else through
-//! `tp_btf/sys_enter`, which runs on every syscall of the machine.
+//! `raw_tp/sys_enter`, which runs on every syscall of the machine.
 //! Must never: block the runtime, or hide a loss: every dropped record is
 //! counted and reported as `SourceMsg::Lost`.
 
@@ -24,7 +24,7 @@ use anyhow::{Context as _, anyhow};
 use aya::{
     Btf, Ebpf, EbpfLoader,
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, KProbe, TracePoint},
+    programs::{FEntry, KProbe, RawTracePoint, TracePoint},
 };
 use mcp_reaper_common::{CloseSyscalls, FileOffsets, SyscallTpArgs, WatchEntry, counter, watch};
 use tokio::{
@@ -52,7 +52,7 @@ pub const TRACEPOINTS: [&str; 3] = [
     "sched_process_exec",
 ];
 
-/// The close tier's fallback program (`tp_btf/sys_enter`, raw_syscalls).
+/// The close tier's fallback program (`raw_tp/sys_enter`, raw_syscalls).
 pub const CLOSE_TRACEPOINT: &str = "sys_enter";
 
 /// Whether the eBPF tier attaches its close tier (`--close-tier`).
@@ -78,10 +78,10 @@ pub enum CloseTier {
 pub enum CloseHook {
     /// The per-syscall tracepoints (syscalls:sys_enter_close, _close_range,
     /// _dup2, _dup3) where tracefs can be reached, mounting a private one if
-    /// needed; otherwise tp_btf/sys_enter.
+    /// needed; otherwise raw_tp/sys_enter.
     #[default]
     Auto,
-    /// tp_btf/sys_enter only: no tracefs needed, but a program runs on
+    /// raw_tp/sys_enter only: no tracefs needed, but a program runs on
     /// every syscall of the machine.
     SysEnter,
 }
@@ -91,7 +91,7 @@ impl CloseHook {
     pub fn label(self) -> &'static str {
         match self {
             Self::Auto => SYSCALL_TRACEPOINTS,
-            Self::SysEnter => "tp_btf/sys_enter",
+            Self::SysEnter => "raw_tp/sys_enter",
         }
     }
 }
@@ -214,7 +214,7 @@ impl EbpfSource {
             let close = if opts.close_tier == CloseTier::Off {
                 Err("left out (--close-tier)".to_string())
             } else if kbtf.tracepoint_args(CLOSE_TRACEPOINT) != Some(2) {
-                Err("this kernel has no tp_btf/sys_enter(regs, id)".to_string())
+                Err("this kernel has no sys_enter(regs, id) tracepoint".to_string())
             } else {
                 kbtf.file_offsets()
                     .map_err(|e| format!("close-tier offsets: {e}"))
@@ -228,7 +228,7 @@ impl EbpfSource {
         // The per-syscall tracepoints' argument offsets, from tracefs.
         let tp_args = match (&close_offsets, opts.close_hook) {
             (Err(reason), _) => Err(reason.clone()),
-            (Ok(_), CloseHook::SysEnter) => Err("tp_btf/sys_enter chosen by option".to_owned()),
+            (Ok(_), CloseHook::SysEnter) => Err("raw_tp/sys_enter chosen by option".to_owned()),
             (Ok(_), CloseHook::Auto) => {
                 tracefs::with_tracefs(tracefs::syscall_tp_args).and_then(|r| r)
             }
@@ -246,10 +246,10 @@ impl EbpfSource {
         }
         let log_level: u8 = if opts.kernel_log { 5 } else { 0 };
         // The programs carry no CO-RE relocations (offsets come from the
-        // globals above), so the loader needs no kernel BTF. Its
-        // constructor parses one anyway: dropped at once, and the heap
-        // trimmed, before the parse the tp_btf attach needs, so the two
-        // copies (some 20 MB each) never coexist.
+        // globals above) and attach as raw tracepoints, so the loader needs
+        // no kernel BTF. Its constructor parses one anyway (some 20 MB):
+        // dropped at once and the heap trimmed. Only the optional fentry
+        // release hook parses it again.
         let mut loader = EbpfLoader::new();
         loader.btf(None);
         release_freed_memory();
@@ -269,7 +269,6 @@ impl EbpfSource {
             .context("loading the kernel programs")?;
         drop(loader);
         release_freed_memory();
-        let btf = Btf::from_sys_fs().context("reading kernel BTF for tp_btf")?;
         if opts.kernel_log {
             match aya_log::EbpfLogger::init(&mut ebpf) {
                 Ok(logger) => spawn_kernel_logger(logger),
@@ -277,15 +276,7 @@ impl EbpfSource {
             }
         }
         for tp in TRACEPOINTS {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(tp)
-                .ok_or_else(|| anyhow!("program {tp} missing from the object"))?
-                .try_into()
-                .with_context(|| format!("{tp} is not a tp_btf program"))?;
-            prog.load(tp, &btf)
-                .with_context(|| format!("loading tp_btf/{tp}"))?;
-            prog.attach()
-                .with_context(|| format!("attaching tp_btf/{tp}"))?;
+            attach_raw(&mut ebpf, tp)?;
         }
         // The close tier is optional: process events run without it.
         let mut close_fallback = None;
@@ -295,12 +286,12 @@ impl EbpfSource {
                 Ok(()) => Ok(CloseHook::Auto),
                 Err(e) => {
                     close_fallback = Some(e);
-                    attach_close(&mut ebpf, &btf)
+                    attach_close(&mut ebpf)
                 }
             },
             (Ok(_), Err(why)) => {
                 close_fallback = Some(why.clone());
-                attach_close(&mut ebpf, &btf)
+                attach_close(&mut ebpf)
             }
         };
         match (&close, &close_fallback) {
@@ -319,7 +310,7 @@ impl EbpfSource {
         let release = match (&close_offsets, opts.release_hook) {
             (Err(reason), _) => Err(reason.clone()),
             (Ok(_), false) => Err("disabled".to_owned()),
-            (Ok(_), true) => attach_release(&mut ebpf, &btf),
+            (Ok(_), true) => attach_release(&mut ebpf),
         };
         match (&release, &close) {
             (Ok(how), _) => info!("UNIX-socket release hook attached ({how}/{RELEASE_FUNCTION})"),
@@ -328,7 +319,6 @@ impl EbpfSource {
             ),
             (Err(reason), Err(_)) => debug!("UNIX-socket release hook off ({reason})"),
         }
-        drop(btf);
         release_freed_memory();
         let ring = RingBuf::try_from(
             ebpf.take_map("EVENTS")
@@ -370,7 +360,7 @@ impl EbpfSource {
         self.close.as_ref().ok().copied()
     }
 
-    /// Why the close tier runs on `tp_btf/sys_enter` rather than the
+    /// Why the close tier runs on `raw_tp/sys_enter` rather than the
     /// per-syscall tracepoints, when it does.
     pub fn close_fallback_reason(&self) -> Option<&str> {
         self.close_fallback.as_deref()
@@ -507,30 +497,36 @@ fn attach_close_tracepoints(ebpf: &mut Ebpf) -> Result<(), String> {
     attached
 }
 
-/// Loads and attaches the close program on `tp_btf/sys_enter`.
-fn attach_close(ebpf: &mut Ebpf, btf: &Btf) -> Result<CloseHook, String> {
-    attach_sys_enter(ebpf, btf)
+/// Loads and attaches the close program on `raw_tp/sys_enter`.
+fn attach_close(ebpf: &mut Ebpf) -> Result<CloseHook, String> {
+    attach_raw(ebpf, CLOSE_TRACEPOINT)
         .map(|()| CloseHook::SysEnter)
         .map_err(|e| format!("{e:#}"))
 }
 
-fn attach_sys_enter(ebpf: &mut Ebpf, btf: &Btf) -> anyhow::Result<()> {
-    let prog: &mut BtfTracePoint = ebpf
-        .program_mut(CLOSE_TRACEPOINT)
-        .ok_or_else(|| anyhow!("program {CLOSE_TRACEPOINT} missing from the object"))?
+/// Loads `name` and attaches it as a raw tracepoint of the same name: no
+/// kernel BTF needed.
+fn attach_raw(ebpf: &mut Ebpf, name: &str) -> anyhow::Result<()> {
+    let prog: &mut RawTracePoint = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("program {name} missing from the object"))?
         .try_into()
-        .with_context(|| format!("{CLOSE_TRACEPOINT} is not a tp_btf program"))?;
-    prog.load(CLOSE_TRACEPOINT, btf)
-        .with_context(|| format!("loading tp_btf/{CLOSE_TRACEPOINT}"))?;
-    prog.attach()
-        .with_context(|| format!("attaching tp_btf/{CLOSE_TRACEPOINT}"))?;
+        .with_context(|| format!("{name} is not a raw tracepoint program"))?;
+    prog.load()
+        .with_context(|| format!("loading raw_tp/{name}"))?;
+    prog.attach(name)
+        .with_context(|| format!("attaching raw_tp/{name}"))?;
     Ok(())
 }
 
 /// Attaches the release hook: fentry where the kernel allows it, else a
 /// kprobe. Returns which, or why neither (both failures, shortened).
-fn attach_release(ebpf: &mut Ebpf, btf: &Btf) -> Result<&'static str, String> {
+fn attach_release(ebpf: &mut Ebpf) -> Result<&'static str, String> {
     let fentry = (|| -> anyhow::Result<()> {
+        // fentry needs the kernel's BTF; parsed only here, and dropped with
+        // this closure.
+        let btf = Btf::from_sys_fs().context("reading kernel BTF")?;
+        let btf = &btf;
         let prog: &mut FEntry = ebpf
             .program_mut(RELEASE_FENTRY)
             .ok_or_else(|| anyhow!("program {RELEASE_FENTRY} missing from the object"))?
