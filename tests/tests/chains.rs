@@ -364,8 +364,7 @@ fn escapees_are_remnants_and_a_double_forked_server_is_not() {
     let took = t0.elapsed();
     eprintln!("escapees reaped {took:?} after their anchors exited");
     assert!(took <= GRACE + Duration::from_secs(1), "took {took:?}");
-    let reasons: Vec<Option<String>> =
-        d.read(|s| s.reaps.iter().map(|r| r.reason.clone()).collect());
+    let reasons: Vec<Option<String>> = d.wait_reaps(2).iter().map(|r| r.reason.clone()).collect();
     assert_eq!(reasons, vec![Some("remnant".to_string()); 2]);
     // The double-forked server keeps serving past every timeout.
     std::thread::sleep(GRACE * 4);

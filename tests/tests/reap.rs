@@ -102,7 +102,7 @@ fn released_sessions_die_kept_sessions_live_with(
         );
         assert!(host.ping(&s.id), "kept session {} must still answer", s.id);
     }
-    let reaps = daemon.read(|s| s.reaps.clone());
+    let reaps = daemon.wait_reaps(closed.len());
     assert_eq!(reaps.len(), closed.len(), "{reaps:?}");
     assert!(
         reaps
@@ -320,7 +320,7 @@ fn release_by_session_reaps_exactly_that_session() {
     daemon.release_session("session-socket1");
     assert!(wait_until(REAP_DEADLINE, || all_gone(&doomed)));
     assert!(host.ping(&sessions[0].id) && host.ping(&sessions[2].id));
-    let reaps = daemon.read(|s| s.reaps.clone());
+    let reaps = daemon.wait_reaps(1);
     assert_eq!(reaps.len(), 1);
     assert_eq!(reaps[0].reason.as_deref(), Some("session-ended"));
 }
@@ -427,7 +427,7 @@ fn escaped_and_forking_descendants_are_reaped_too() {
         String::from_utf8_lossy(&leftovers.stdout)
     );
     let _ = std::fs::remove_file(&marker);
-    let reaps = daemon.read(|s| s.reaps.clone());
+    let reaps = daemon.wait_reaps(2);
     assert_eq!(reaps.len(), 2, "{reaps:?}");
 }
 

@@ -129,6 +129,14 @@ impl Daemon {
         self.read(|s| s.trees.iter().find(|t| t.root.tgid == root).cloned())
     }
 
+    /// The reaps so far, once there are at least `n` (or after 5 s): a
+    /// reap's members are gone a moment before the reaper files its record.
+    /// More than `n` are returned as they are, for the caller to reject.
+    pub fn wait_reaps(&self, n: usize) -> Vec<mcp_reaper::daemon::ReapSummary> {
+        let _ = wait_until(Duration::from_secs(5), || self.read(|s| s.reaps.len()) >= n);
+        self.read(|s| s.reaps.clone())
+    }
+
     /// Every process any reap so far included.
     pub fn reaped_pids(&self) -> Vec<u32> {
         self.read(|s| {
