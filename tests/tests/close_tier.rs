@@ -143,6 +143,27 @@ impl Drop for Host {
     }
 }
 
+/// Asserts the close tier runs and starts draining `src`: the records
+/// arrive on the returned channel, counted in the returned counters; the
+/// reader lives as long as the handle.
+fn read_closes(
+    src: &mut EbpfSource,
+) -> (
+    mpsc::Receiver<SourceMsg>,
+    Arc<SourceCounters>,
+    tokio::task::JoinHandle<()>,
+) {
+    assert!(
+        src.close_tier(),
+        "close tier off: {:?}",
+        src.close_tier_reason()
+    );
+    let (tx, rx) = mpsc::channel(4096);
+    let counters = Arc::new(SourceCounters::default());
+    let reader = src.spawn_reader(tx, counters.clone()).unwrap();
+    (rx, counters, reader)
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -242,20 +263,13 @@ fn host_closes_reported_through(hook: CloseHook) {
             ..EbpfOptions::default()
         })
         .expect("eBPF loads");
-        assert!(
-            src.close_tier(),
-            "close tier off: {:?}",
-            src.close_tier_reason()
-        );
         assert_eq!(
             src.close_hook(),
             Some(hook),
             "fell back: {:?}",
             src.close_fallback_reason()
         );
-        let (tx, mut rx) = mpsc::channel(4096);
-        let counters = Arc::new(SourceCounters::default());
-        let _reader = src.spawn_reader(tx, counters.clone()).unwrap();
+        let (mut rx, counters, _reader) = read_closes(&mut src);
 
         let (mut host, ready) = Host::start();
         let (mut bystander, by_ready) = Host::start();
@@ -393,11 +407,7 @@ fn a_close_of_tracked_stdio_wakes_the_reader_at_once() {
             ..EbpfOptions::default()
         })
         .expect("eBPF loads");
-        assert!(src.close_tier(), "{:?}", src.close_tier_reason());
-        let (tx, mut rx) = mpsc::channel(4096);
-        let _reader = src
-            .spawn_reader(tx, Arc::new(SourceCounters::default()))
-            .unwrap();
+        let (mut rx, _, _reader) = read_closes(&mut src);
         let (mut host, ready) = Host::start();
         src.watch_host(host.key()).unwrap();
         // The pipe is a tracked tree's stdio; the socketpair is not.
@@ -466,12 +476,8 @@ fn the_release_hook_attaches_where_the_kernel_allows_and_falls_back_cleanly() {
             "{:?}",
             src.release_hook_reason()
         );
-        // Whatever the hook did, the close tier runs.
-        assert!(src.close_tier(), "{:?}", src.close_tier_reason());
-        let (tx, mut rx) = mpsc::channel(4096);
-        let _reader = src
-            .spawn_reader(tx, Arc::new(SourceCounters::default()))
-            .unwrap();
+        // Whatever the hook did, the close tier runs (checked by read_closes).
+        let (mut rx, _, _reader) = read_closes(&mut src);
         let (mut host, ready) = Host::start();
         let tgid = host.key().tgid;
         let Some(how) = expected else {
