@@ -10,20 +10,14 @@ use std::{process::Command, time::Duration};
 
 use common::start_daemon;
 use mcp_reaper_tests::{
-    host::{TestHost, Transport, is_alive, server_tree_pids},
+    host::{TestHost, Transport, host_config, is_alive, server_tree_pids},
     privileged, wait_until,
 };
 
-const CONFIG: &str = r#"
-[[host]]
-name = "testhost"
-cmdline = '(?:\S*/)?python3 \S*stdio_host\.py(?: .*)?'
-session_env = ["MCP_TEST_SESSION"]
-
-[policy]
-grace = "1s"
-kill_after = "1s"
-"#;
+/// The test host's rule with a 1 s grace and kill_after.
+fn config_toml() -> String {
+    host_config("1s", "1s")
+}
 
 fn release(socket: &std::path::Path, args: &[&str]) -> (i32, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"))
@@ -46,7 +40,7 @@ fn release_by_owner_fd_and_by_session_reaps_exactly_those_trees() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, config_toml()).unwrap();
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();
     let a = host.spawn("a", Transport::Socket, &[("MCP_TEST_SESSION", "sess-a")]);
@@ -118,7 +112,7 @@ fn scan_shows_the_daemons_idle_verdict_and_nothing_is_reaped() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, format!("{}idle_after = \"2s\"\n", CONFIG)).unwrap();
+    std::fs::write(&config, format!("{}idle_after = \"2s\"\n", config_toml())).unwrap();
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();
     let s = host.spawn("s", Transport::Socket, &[]);

@@ -10,19 +10,15 @@ use std::time::Duration;
 use common::start_daemon;
 
 use mcp_reaper_tests::{
-    host::{TestHost, Transport, is_alive, server_tree_pids},
+    host::{TestHost, Transport, host_config, is_alive, server_tree_pids},
     privileged, wait_until,
 };
 
-const CONFIG: &str = r#"
-[[host]]
-name = "testhost"
-cmdline = '(?:\S*/)?python3 \S*stdio_host\.py(?: .*)?'
-
-[policy]
-grace = "3s"
-kill_after = "1s"
-"#;
+/// The test host's rule with a 3 s grace: time to kill the daemon between
+/// the release and the reap.
+fn config_toml() -> String {
+    host_config("3s", "1s")
+}
 
 #[test]
 fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
@@ -31,7 +27,7 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
     }
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    std::fs::write(&config, config_toml()).unwrap();
 
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();

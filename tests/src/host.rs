@@ -28,6 +28,21 @@ use crate::{kill_if_same, start_ticks, wait_until};
 /// The MCP server that keeps running after stdin EOF (the real leak).
 pub const SERVER_EVERYTHING: &str = "@modelcontextprotocol/server-everything";
 
+/// The `[[host]]` rule that matches [`TestHost`]; its sessions are named by
+/// `MCP_TEST_SESSION`.
+pub const HOST_RULE: &str = r#"
+[[host]]
+name = "testhost"
+cmdline = '(?:\S*/)?python3 \S*stdio_host\.py(?: .*)?'
+session_env = ["MCP_TEST_SESSION"]
+"#;
+
+/// [`HOST_RULE`] and an open `[policy]` table with these `grace` and
+/// `kill_after` durations; more policy keys may be appended.
+pub fn host_config(grace: &str, kill_after: &str) -> String {
+    format!("{HOST_RULE}\n[policy]\ngrace = \"{grace}\"\nkill_after = \"{kill_after}\"\n")
+}
+
 /// How long to wait for any answer of the host (a spawn's handshake itself
 /// times out after 60 s inside the host).
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(90);

@@ -22,23 +22,18 @@ use mcp_reaper::{
     },
 };
 use mcp_reaper_tests::{
-    host::{Session, TestHost, Transport, is_alive, server_tree_pids},
+    host::{Session, TestHost, Transport, host_config, is_alive, server_tree_pids},
     privileged, start_ticks, wait_until,
 };
 
-const HOST_RULE: &str = r#"
-[[host]]
-name = "testhost"
-cmdline = '(?:\S*/)?python3 \S*stdio_host\.py(?: .*)?'
-session_env = ["MCP_TEST_SESSION"]
-
-[policy]
-grace = "1s"
-kill_after = "1s"
-"#;
+/// The test host's rule with a 1 s grace and kill_after; the `[policy]`
+/// table is left open for more keys.
+fn host_rule() -> String {
+    host_config("1s", "1s")
+}
 
 fn config(extra: &str) -> Config {
-    Config::from_toml_str(&format!("{HOST_RULE}\n{extra}"), "test-config").unwrap()
+    Config::from_toml_str(&format!("{}\n{extra}", host_rule()), "test-config").unwrap()
 }
 
 fn all_gone(pids: &[u32]) -> bool {
@@ -265,10 +260,10 @@ fn dry_run_and_observe_signal_nothing_and_report() {
         "[policy]\ndry_run = true",
         "[policy.actions]\npeer-released = \"observe\"",
     ] {
-        // The [policy] table is already open in HOST_RULE for the first.
+        // The [policy] table is already open in host_rule() for the first.
         let cfg = if extra.starts_with("[policy]\n") {
             Config::from_toml_str(
-                &format!("{}\ndry_run = true\n", HOST_RULE.trim_end()),
+                &format!("{}\ndry_run = true\n", host_rule().trim_end()),
                 "dry-run",
             )
             .unwrap()
@@ -441,7 +436,7 @@ fn silent_sessions_turn_suspect_after_idle_after_and_are_only_reported() {
         return;
     }
     let cfg = Config::from_toml_str(
-        &format!("{}\nidle_after = \"3s\"\n", HOST_RULE.trim_end()),
+        &format!("{}\nidle_after = \"3s\"\n", host_rule().trim_end()),
         "idle",
     )
     .unwrap();

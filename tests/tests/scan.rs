@@ -13,22 +13,13 @@ use mcp_reaper::{
     trees::{TreeState, TreeView},
 };
 use mcp_reaper_tests::{
-    host::{Session, TestHost, Transport, server_tree_pids},
+    host::{HOST_RULE, Session, TestHost, Transport, server_tree_pids},
     privileged, wait_until,
 };
 
 /// A config that knows the stand-in host and where it keeps session ids.
 fn config() -> Config {
-    Config::from_toml_str(
-        r#"
-[[host]]
-name = "testhost"
-cmdline = '(?:\S*/)?python3 \S*stdio_host\.py(?: .*)?'
-session_env = ["MCP_TEST_SESSION"]
-"#,
-        "test-config",
-    )
-    .unwrap()
+    Config::from_toml_str(HOST_RULE, "test-config").unwrap()
 }
 
 fn scan_now() -> ScanReport {
