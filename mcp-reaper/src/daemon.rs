@@ -268,6 +268,12 @@ impl Agent {
         };
         let (stdin_watch, wake_rx) = if watch_stdin {
             let (w, rx) = crate::stdin_watch::StdinWatch::new();
+            // The eBPF tier reports exits itself, ordered after the forks
+            // that came before them.
+            let w = match active {
+                ActiveSource::Ebpf => w.without_root_exit_wakes(),
+                _ => w,
+            };
             (Some(w), Some(rx))
         } else {
             (None, None)
@@ -664,24 +670,11 @@ impl Agent {
     /// when it is the only thing to do.
     fn wake(&mut self, wake: crate::stdin_watch::Wake) {
         debug!(?wake, "pidfd tier wake");
-        let mut due = false;
-        for w in std::iter::once(wake).chain(std::iter::from_fn(|| {
-            self.wake_rx.as_mut().and_then(|rx| rx.try_recv().ok())
-        })) {
-            // In the eBPF tier the kernel reports the root's exit itself,
-            // after the forks that came before it. The pidfd can be faster
-            // than the ring buffer's drain: judging the tree on it could
-            // miss a child forked just before (a double-forking launcher's
-            // server) and drop the tree.
-            if self.ebpf.is_some() && matches!(w, crate::stdin_watch::Wake::RootExited(_)) {
-                continue;
-            }
+        self.supervisor.schedule_check(wake.root());
+        while let Some(w) = self.wake_rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
             self.supervisor.schedule_check(w.root());
-            due = true;
         }
-        if due {
-            self.supervise_now();
-        }
+        self.supervise_now();
     }
 
     /// Tree gauges with memory, and the source's health, for /metrics.

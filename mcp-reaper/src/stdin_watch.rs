@@ -161,6 +161,8 @@ pub struct StdinWatch {
     /// Every root tried, watched or not (a failed open is not retried; the
     /// poll source's reconcile covers that tree).
     tasks: HashMap<ProcKey, Watched>,
+    /// Whether a root's exit is reported (`Wake::RootExited`).
+    root_exit_wakes: bool,
 }
 
 impl StdinWatch {
@@ -170,9 +172,20 @@ impl StdinWatch {
             Self {
                 tx,
                 tasks: HashMap::new(),
+                root_exit_wakes: true,
             },
             rx,
         )
+    }
+
+    /// Roots' exits still close their duplicates but wake nobody: for a
+    /// source that reports exits itself, in order with the forks before
+    /// them (the eBPF tier). A pidfd can be faster than that source, and a
+    /// check on it could judge a tree before a child forked just before the
+    /// exit (a double-forking launcher's server) is known.
+    pub fn without_root_exit_wakes(mut self) -> Self {
+        self.root_exit_wakes = false;
+        self
     }
 
     /// Roots tried so far (watched, or whose watch could not be opened).
@@ -262,7 +275,13 @@ impl StdinWatch {
         .map_err(|e| debug!(%root, "no stdin duplicate: {e}"))
         .ok()
         .and_then(|fd| register(fd).ok());
-        Ok(tokio::spawn(run(root, pidfd, stdin, self.tx.clone(), true)))
+        Ok(tokio::spawn(run(
+            root,
+            pidfd,
+            stdin,
+            self.tx.clone(),
+            self.root_exit_wakes,
+        )))
     }
 
     /// A relay hop's descriptor: its hang-up wakes `root`; the hop's exit
@@ -308,14 +327,14 @@ impl Drop for StdinWatch {
     }
 }
 
-/// Waits on one holder's pidfd and its duplicate. `is_root`: the holder is
-/// the tree's root, whose exit is itself a wake.
+/// Waits on one holder's pidfd and its duplicate. `exit_wakes`: the
+/// holder's exit is reported as the root's (`Wake::RootExited`).
 async fn run(
     root: ProcKey,
     pidfd: AsyncFd<OwnedFd>,
     mut stdin: Option<AsyncFd<OwnedFd>>,
     tx: mpsc::UnboundedSender<Wake>,
-    is_root: bool,
+    exit_wakes: bool,
 ) {
     loop {
         tokio::select! {
@@ -323,7 +342,7 @@ async fn run(
             biased;
             _ = pidfd.readable() => {
                 drop(stdin.take());
-                if is_root {
+                if exit_wakes {
                     let _ = tx.send(Wake::RootExited(root));
                 }
                 return;
@@ -448,6 +467,27 @@ mod tests {
         let err = input.write_all(b"x").unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::BrokenPipe);
         let _ = child.wait();
+        w.sync([], Path::new("/proc"));
+        assert!(w.is_empty());
+    }
+
+    /// Without root-exit wakes (the eBPF tier), a root's exit wakes nobody
+    /// but still closes its duplicate at once.
+    #[tokio::test]
+    async fn without_root_exit_wakes_an_exit_only_closes_the_duplicate() {
+        let (mut child, root) = spawn(Stdio::piped());
+        let link = stdin_of(&child);
+        let (w, mut rx) = StdinWatch::new();
+        let mut w = w.without_root_exit_wakes();
+        w.sync([root], Path::new("/proc"));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(holds(&link));
+        let _input = child.stdin.take().unwrap();
+        child.kill().unwrap();
+        let _ = child.wait();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!holds(&link), "no duplicate after the root's exit");
+        assert!(rx.try_recv().is_err(), "an exit is no wake here");
         w.sync([], Path::new("/proc"));
         assert!(w.is_empty());
     }
