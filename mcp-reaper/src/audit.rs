@@ -117,7 +117,23 @@ pub struct AuditHost {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditOwnerFd {
     pub pid: u32,
+    #[serde(default)]
+    pub start_ticks: u64,
     pub fd: u32,
+    /// The socket or pipe inode behind `fd` when it was seen (0: unknown).
+    #[serde(default)]
+    pub inode: u64,
+}
+
+impl From<&crate::trees::OwnerFd> for AuditOwnerFd {
+    fn from(o: &crate::trees::OwnerFd) -> Self {
+        Self {
+            pid: o.pid,
+            start_ticks: o.start_ticks,
+            fd: o.fd,
+            inode: o.inode,
+        }
+    }
 }
 
 /// The tree a record is about. `host` and `session_id` are written as
@@ -152,14 +168,7 @@ impl From<&TreeView> for AuditTree {
                 .session_id
                 .as_deref()
                 .map(|s| bounded_text(s, MAX_TEXT_BYTES)),
-            owner_fds: t
-                .owner_fds
-                .iter()
-                .map(|o| AuditOwnerFd {
-                    pid: o.pid,
-                    fd: o.fd,
-                })
-                .collect(),
+            owner_fds: t.owner_fds.iter().map(AuditOwnerFd::from).collect(),
             chain: t
                 .chain
                 .iter()
@@ -717,7 +726,12 @@ mod tests {
             server: "server-everything".into(),
             host: None,
             session_id: Some("s-1".into()),
-            owner_fds: vec![AuditOwnerFd { pid: 9, fd: 5 }],
+            owner_fds: vec![AuditOwnerFd {
+                pid: 9,
+                start_ticks: 3,
+                fd: 5,
+                inode: 77,
+            }],
             chain: vec![ProcRef {
                 tgid: 9,
                 start_ticks: 1,

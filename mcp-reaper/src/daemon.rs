@@ -74,8 +74,9 @@ pub struct Shared {
     pub reaps: Vec<ReapSummary>,
     pub reported: Vec<ReportedSummary>,
     pub status: Option<AgentStatus>,
-    /// Trees declared over by `release`, picked up at the next tick.
-    pub pending_release: Vec<crate::identity::ProcKey>,
+    /// Trees declared over by `release`, picked up at the next tick, each
+    /// with the processes the release covers.
+    pub pending_release: Vec<crate::release::Released>,
 }
 
 /// A finished reap, as published.
@@ -463,16 +464,16 @@ impl Agent {
         &self.supervisor
     }
 
-    /// Declares the trees of an owner or session over (`release`): they
-    /// are reaped as `session-ended` after the grace period. Returns them.
+    /// Declares the trees a resolved release names over: they are reaped
+    /// as `session-ended` after the grace period, if the check before the
+    /// reap still confirms it. Returns them.
     pub fn release(
         &mut self,
-        owner: Option<(u32, Option<u32>)>,
-        session: Option<&str>,
+        query: &crate::release::ReleaseQuery,
     ) -> Vec<crate::identity::ProcKey> {
-        let roots = self.supervisor.match_release(owner, session);
-        self.supervisor.release(&roots);
-        roots
+        let released = crate::release::match_trees(self.supervisor.trees(), query);
+        self.supervisor.release(&released);
+        released.iter().map(|r| r.root).collect()
     }
 
     /// The timer's supervision: a reconcile batch, then [`Self::supervise_now`].
@@ -589,19 +590,10 @@ impl Agent {
         tokio::task::spawn_blocking(move || {
             let mut source =
                 reaper::ProcDescendants::new(proc_root.clone(), plan.root, &plan.members);
+            // Fails closed: a live member whose identity or cgroup cannot be
+            // read is not signalled.
             let protect = |key: crate::identity::ProcKey| {
-                procscan::read_process(&proc_root, key.tgid)
-                    .ok()
-                    .filter(|p| p.key == key)
-                    .is_some_and(|p| {
-                        config.is_protected(&crate::config::ProcView {
-                            comm: &p.comm,
-                            exe: p.exe.as_deref(),
-                            cmdline: &p.cmdline,
-                            uid: p.uid,
-                            cgroup: None,
-                        })
-                    })
+                crate::protect::check(&config, &proc_root, key).refusal()
             };
             let report = reaper::reap(&plan, &mut source, &protect);
             let _ = tx.send(ReapDone {
@@ -768,8 +760,9 @@ pub struct Services {
 fn control_handler(
     shared: Arc<std::sync::Mutex<Shared>>,
     reporter: Reporter,
+    proc_root: PathBuf,
 ) -> crate::control::Handler {
-    use crate::control::{MatchedTree, ReleaseTarget, Request, Response};
+    use crate::control::{MatchedTree, Request, Response};
     Arc::new(move |req: Request| {
         let mut guard = shared
             .lock()
@@ -780,19 +773,17 @@ fn control_handler(
                 format!("{} trees tracked", guard.trees.len()),
             ),
             Request::Release { target, dry_run } => {
-                let (owner, session, what) = match &target {
-                    ReleaseTarget::Owner(o) => (
-                        Some((o.pid, o.fd)),
-                        None,
-                        format!(
-                            "owner {}{}",
-                            o.pid,
-                            o.fd.map(|f| format!(":{f}")).unwrap_or_default()
-                        ),
-                    ),
-                    ReleaseTarget::Session(s) => (None, Some(s.as_str()), format!("session {s}")),
+                // Resolved now, against the live system: a recycled PID or
+                // a reused fd number must not name an old record.
+                let query = match crate::release::resolve(&target, &proc_root) {
+                    Ok(q) => q,
+                    Err(why) => {
+                        return Response::matched(Vec::new(), format!("{why}: nothing matched"));
+                    }
                 };
-                let roots = crate::supervisor::match_release(guard.trees.iter(), owner, session);
+                let what = query.describe();
+                let released = crate::release::match_trees(guard.trees.iter(), &query);
+                let roots: Vec<_> = released.iter().map(|r| r.root).collect();
                 let records: Vec<_> = guard
                     .trees
                     .iter()
@@ -814,7 +805,7 @@ fn control_handler(
                     })
                     .collect();
                 if !dry_run {
-                    guard.pending_release.extend(roots);
+                    guard.pending_release.extend(released);
                     reporter.release_request(&format!("release {what}"), &records);
                 }
                 let verb = if dry_run {
@@ -850,6 +841,7 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
         let _ = rx.wait_for(|s| *s).await;
     };
 
+    let proc_root = opts.proc_root.clone();
     let mut agent = Agent::start(opts)?;
     let shared = agent.shared();
     let mut tasks = Vec::new();
@@ -877,7 +869,7 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
         info!(%addr, "metrics endpoint listening");
     }
     if let Some(path) = services.control_socket.clone() {
-        let handler = control_handler(shared.clone(), reporter.clone());
+        let handler = control_handler(shared.clone(), reporter.clone(), proc_root.clone());
         let stop = stopped(stop_rx.clone());
         // Bind now, so "another mcp-reaper is running" stops this one.
         let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();

@@ -200,6 +200,48 @@ pub fn read_process(root: &Path, pid: u32) -> Result<ProcInfo, ProcError> {
     })
 }
 
+/// Most bytes of /proc/PID/cgroup read (a line per v1 hierarchy).
+const MAX_CGROUP_BYTES: usize = 16 * 1024;
+
+/// The cgroup path of the process `key`: the v2 path (`0::PATH`), else the
+/// v1 `name=systemd` hierarchy's (it mirrors the v2 layout on hybrid
+/// hosts). `Ok(None)`: the file names neither. Read through the process's
+/// own /proc directory and checked against `key`'s start time afterwards,
+/// so a reused PID is `Vanished`, never another process's cgroup.
+pub fn read_cgroup(root: &Path, key: ProcKey) -> Result<Option<String>, ProcError> {
+    let dir = PidDir::open(root, key.tgid)?;
+    let raw = dir.read("cgroup", MAX_CGROUP_BYTES)?;
+    if dir.stat()?.starttime != key.start_ticks {
+        return Err(ProcError::Vanished {
+            pid: key.tgid,
+            path: dir.path.join("cgroup"),
+        });
+    }
+    Ok(parse_cgroup(&String::from_utf8_lossy(&raw.bytes)))
+}
+
+/// The cgroup path in the text of /proc/PID/cgroup (see [`read_cgroup`]).
+pub fn parse_cgroup(text: &str) -> Option<String> {
+    let mut systemd = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (Some(id), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if !path.starts_with('/') {
+            continue;
+        }
+        if id == "0" && controllers.is_empty() {
+            return Some(path.to_owned());
+        }
+        if controllers == "name=systemd" {
+            systemd = Some(path.to_owned());
+        }
+    }
+    systemd
+}
+
 /// Lists every process under `root` (normally `/proc`). Never fails as a
 /// whole: processes that cannot be read are counted in `skipped`, and a
 /// listing failure is reported in `Snapshot::error`.

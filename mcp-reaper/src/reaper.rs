@@ -55,7 +55,7 @@ pub const WHY_INIT: &str = "PID 1 is never signalled";
 pub const WHY_SELF: &str = "the reaper's own process";
 pub const WHY_ANCESTOR: &str = "an ancestor of the reaper";
 pub const WHY_NEVER: &str = "on the plan's never list (host or relay)";
-pub const WHY_PROTECTED: &str = "protected by policy";
+pub use crate::protect::{WHY_PROTECTED, WHY_UNREADABLE};
 pub const WHY_OLDER_THAN_ROOT: &str = "started before the tree's root: a reused PID, not a member";
 pub const WHY_REUSED: &str = "PID reused: start time differs after pidfd_open";
 pub const WHY_NOT_PROCESS: &str = "pidfd_open refused: not a process (a thread id?)";
@@ -214,7 +214,8 @@ pub struct Guard<'a> {
     /// PIDs of the reaper's parent, its parent, ... up to PID 1.
     pub self_ancestors: &'a [u32],
     pub never: &'a [ProcKey],
-    pub protect: &'a dyn Fn(ProcKey) -> bool,
+    /// Why a key must not be signalled by policy (`protect::check`), if so.
+    pub protect: &'a dyn Fn(ProcKey) -> Option<&'static str>,
 }
 
 /// Why `key` must not be opened or signalled, if it must not.
@@ -231,10 +232,8 @@ pub fn refusal(key: ProcKey, guard: &Guard<'_>) -> Option<&'static str> {
         Some(WHY_NEVER)
     } else if key.start_ticks < guard.root.start_ticks {
         Some(WHY_OLDER_THAN_ROOT)
-    } else if (guard.protect)(key) {
-        Some(WHY_PROTECTED)
     } else {
-        None
+        (guard.protect)(key)
     }
 }
 
@@ -269,7 +268,7 @@ pub fn classify(
 pub fn reap(
     plan: &ReapPlan,
     source: &mut dyn MemberSource,
-    protect: &dyn Fn(ProcKey) -> bool,
+    protect: &dyn Fn(ProcKey) -> Option<&'static str>,
 ) -> ReapReport {
     let started = Instant::now();
     let self_pid = std::process::id();
@@ -646,7 +645,7 @@ mod tests {
     fn check(
         key: ProcKey,
         never: &[ProcKey],
-        protect: &dyn Fn(ProcKey) -> bool,
+        protect: &dyn Fn(ProcKey) -> Option<&'static str>,
     ) -> Option<&'static str> {
         let guard = Guard {
             root: ROOT,
@@ -660,27 +659,24 @@ mod tests {
 
     #[test]
     fn a_member_of_the_tree_is_allowed() {
-        assert_eq!(check(ROOT, &[], &|_| false), None);
-        assert_eq!(check(ProcKey::new(600, 1000), &[], &|_| false), None);
-        assert_eq!(check(ProcKey::new(3, 5000), &[], &|_| false), None);
+        assert_eq!(check(ROOT, &[], &|_| None), None);
+        assert_eq!(check(ProcKey::new(600, 1000), &[], &|_| None), None);
+        assert_eq!(check(ProcKey::new(3, 5000), &[], &|_| None), None);
     }
 
     #[test]
     fn pid_one_zero_self_and_ancestors_are_refused() {
+        assert_eq!(check(ProcKey::new(1, 2000), &[], &|_| None), Some(WHY_INIT));
         assert_eq!(
-            check(ProcKey::new(1, 2000), &[], &|_| false),
-            Some(WHY_INIT)
-        );
-        assert_eq!(
-            check(ProcKey::new(0, 2000), &[], &|_| false),
+            check(ProcKey::new(0, 2000), &[], &|_| None),
             Some(WHY_PID_ZERO)
         );
         assert_eq!(
-            check(ProcKey::new(42, 2000), &[], &|_| false),
+            check(ProcKey::new(42, 2000), &[], &|_| None),
             Some(WHY_SELF)
         );
         assert_eq!(
-            check(ProcKey::new(40, 2000), &[], &|_| false),
+            check(ProcKey::new(40, 2000), &[], &|_| None),
             Some(WHY_ANCESTOR)
         );
     }
@@ -689,26 +685,29 @@ mod tests {
     fn never_list_matches_by_pid() {
         let host = ProcKey::new(700, 900);
         assert_eq!(
-            check(ProcKey::new(700, 1500), &[host], &|_| false),
+            check(ProcKey::new(700, 1500), &[host], &|_| None),
             Some(WHY_NEVER)
         );
-        assert_eq!(check(ProcKey::new(701, 1500), &[host], &|_| false), None);
+        assert_eq!(check(ProcKey::new(701, 1500), &[host], &|_| None), None);
     }
 
     #[test]
     fn protect_callback_is_honoured() {
         let k = ProcKey::new(800, 1200);
-        assert_eq!(check(k, &[], &|x| x == k), Some(WHY_PROTECTED));
-        assert_eq!(check(ProcKey::new(801, 1200), &[], &|x| x == k), None);
+        let protect = |x: ProcKey| (x == k).then_some(WHY_PROTECTED);
+        assert_eq!(check(k, &[], &protect), Some(WHY_PROTECTED));
+        assert_eq!(check(ProcKey::new(801, 1200), &[], &protect), None);
+        let unreadable = |_| Some(WHY_UNREADABLE);
+        assert_eq!(check(k, &[], &unreadable), Some(WHY_UNREADABLE));
     }
 
     #[test]
     fn older_than_root_is_a_reused_pid() {
         assert_eq!(
-            check(ProcKey::new(900, 999), &[], &|_| false),
+            check(ProcKey::new(900, 999), &[], &|_| None),
             Some(WHY_OLDER_THAN_ROOT)
         );
-        assert_eq!(check(ProcKey::new(900, 1000), &[], &|_| false), None);
+        assert_eq!(check(ProcKey::new(900, 1000), &[], &|_| None), None);
     }
 
     #[test]
@@ -733,7 +732,7 @@ mod tests {
                 Vec::new()
             }
         }
-        let report = reap(&plan, &mut Nothing, &|_| false);
+        let report = reap(&plan, &mut Nothing, &|_| None);
         assert!(matches!(report.outcome, Outcome::Refused(_)));
         assert_eq!(report.signals_sent, 0);
         assert_eq!(report.refused, vec![(ProcKey::new(1, 0), WHY_INIT)]);

@@ -47,14 +47,7 @@ fn audit_tree(t: &TreeRecord) -> AuditTree {
             rule: t.host_rule.clone(),
         }),
         session_id: t.session_id.clone(),
-        owner_fds: t
-            .owner_fds
-            .iter()
-            .map(|o| AuditOwnerFd {
-                pid: o.pid,
-                fd: o.fd,
-            })
-            .collect(),
+        owner_fds: t.owner_fds.iter().map(AuditOwnerFd::from).collect(),
         chain: t.chain.iter().map(|k| (*k).into()).collect(),
         released_link: t.released_link.map(Into::into),
     }

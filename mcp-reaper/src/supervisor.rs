@@ -129,6 +129,11 @@ pub struct TreeRecord {
     /// The hop whose own upstream far end was released (the root itself
     /// when its stdin was released directly), while orphaned.
     pub released_link: Option<ProcKey>,
+    /// Set by a host's `release`: the processes whose hold on the far end
+    /// it covers. Every check re-confirms it (`judge_release`): it stands
+    /// while nobody else holds the far end, and is withdrawn the moment
+    /// another process outside the tree does.
+    pub released_by: Vec<ProcKey>,
     pub state: TreeState,
     pub reason: Option<String>,
     /// When the current orphan reason was first confirmed.
@@ -353,12 +358,16 @@ impl Supervisor {
             return;
         };
         let v = view(info);
+        // Protected processes (or ones whose protect fields cannot be read)
+        // are neither hosts nor servers.
+        let protected = crate::protect::check_info(&self.config, &self.proc_root, info)
+            != crate::protect::Protection::Free;
         // A process is classified by what it runs now: an exec can turn a
         // forked copy of a host into a server, or the other way round.
         self.hosts.remove(&key);
         self.servers.remove(&key);
         self.relays.remove(&key);
-        if self.config.is_protected(&v) {
+        if protected {
             return;
         }
         if let Some(rule) = self.config.classify_relay(&v) {
@@ -425,7 +434,8 @@ impl Supervisor {
             return false;
         };
         let v = view(info);
-        let server = !self.config.is_protected(&v)
+        let server = crate::protect::check_info(&self.config, &self.proc_root, info)
+            == crate::protect::Protection::Free
             && self.config.classify_relay(&v).is_none()
             && self.config.classify_host(&v).is_none()
             && self.config.classify_server(&v).is_some();
@@ -544,6 +554,7 @@ impl Supervisor {
                 owner_fds: Vec::new(),
                 chain: Vec::new(),
                 released_link: None,
+                released_by: Vec::new(),
                 state: TreeState::Unknown,
                 reason: Some("not checked yet".into()),
                 orphan_since: None,
@@ -599,7 +610,10 @@ impl Supervisor {
         // Fast path for a tree already known live over a UNIX socket: the
         // kernel's record of the root's end still names a peer and no
         // shutdown, so nothing was released and no fd table needs reading.
+        // A released tree always gets the full walk: its confirmation needs
+        // to know who holds the far end, not only that someone does.
         let still_held = root_alive
+            && rec.released_by.is_empty()
             && rec.state == TreeState::Live
             && !rec.owners_seen.is_empty()
             && rec.chain.is_empty()
@@ -734,6 +748,19 @@ impl Supervisor {
                 }
             }
         }
+        // A host's `release` stands only while nobody but the processes it
+        // covers holds the far end (relay hops are the host's side).
+        let holders: Vec<ProcKey> = owners
+            .iter()
+            .map(|o| o.key)
+            .filter(|k| !chain_seen.contains(k) && !self.trees[&root].chain.contains(k))
+            .collect();
+        let judged = judge_release(&self.trees[&root].released_by, state, reason, &holders);
+        let (keep_release, withdrawn_by) = (judged.keep, judged.withdrawn_by);
+        (state, reason) = (judged.state, judged.reason);
+        if let Some(other) = withdrawn_by {
+            info!(root = %root, holder = %other, "release withdrawn: another process holds the far end");
+        }
         // Heuristics, for live trees only: silent for longer than
         // `idle_after` is `idle`; idle while a newer tree of the same
         // server under the same host is in use is `superseded`.
@@ -785,7 +812,10 @@ impl Supervisor {
                     self.owner_hosts.push(o.key);
                 }
             }
-            rec.owner_fds = owners.iter().map(OwnerFd::from).collect();
+            rec.owner_fds = owners
+                .iter()
+                .map(|h| OwnerFd::observe(h, &self.proc_root))
+                .collect();
             rec.owner_fds.sort();
             rec.owner_fds.dedup();
         }
@@ -799,6 +829,9 @@ impl Supervisor {
             rec.chain = chain_seen;
         }
         rec.released_link = released_link;
+        if !keep_release {
+            rec.released_by.clear();
+        }
         rec.state = state;
         rec.reason = reason;
         rec.stdio_inodes = stdio.iter().map(|(_, l)| l.inode()).collect();
@@ -834,14 +867,18 @@ impl Supervisor {
         std::mem::take(&mut self.detected)
     }
 
-    /// Marks `roots` orphaned by the owner's own word (`release`).
-    pub fn release(&mut self, roots: &[ProcKey]) {
-        for r in roots {
-            if let Some(rec) = self.trees.get_mut(r) {
+    /// Marks trees orphaned by the owner's own word (`release`), each with
+    /// the processes the release covers. Every later check re-confirms it
+    /// (`judge_release`), the one right before a reap included.
+    pub fn release(&mut self, released: &[crate::release::Released]) {
+        for r in released {
+            if let Some(rec) = self.trees.get_mut(&r.root) {
                 rec.state = TreeState::Orphaned;
-                rec.reason = Some("session-ended".into());
+                rec.reason = Some(SESSION_ENDED.into());
                 rec.orphan_since = Some(Instant::now());
+                rec.released_by.clone_from(&r.by);
                 self.detected.push((rec.clone(), Vec::new()));
+                self.recheck.insert(r.root);
             }
         }
     }
@@ -891,18 +928,6 @@ impl Supervisor {
         let due: Vec<ProcKey> = self.recheck.drain().collect();
         for root in due {
             if self.trees.get(&root).is_some_and(|t| !t.reaping) {
-                // A session-ended verdict comes from the host's word and
-                // stays until the tree is gone.
-                let released = self
-                    .trees
-                    .get(&root)
-                    .is_some_and(|t| t.reason.as_deref() == Some("session-ended"));
-                if released {
-                    if self.members(root, tracker).is_empty() {
-                        self.trees.remove(&root);
-                    }
-                    continue;
-                }
                 self.check(root, tracker);
             }
         }
@@ -933,18 +958,16 @@ impl Supervisor {
                 }
                 continue;
             }
-            if decision == Decision::Enforce {
-                // Confirm once more, right before acting.
-                let session_ended = rec.reason.as_deref() == Some("session-ended");
-                if !session_ended
-                    && (!self.check(root, tracker)
-                        || self
-                            .trees
-                            .get(&root)
-                            .is_none_or(|t| t.state != TreeState::Orphaned))
-                {
-                    continue;
-                }
+            // Confirm once more, right before acting: a host's `release`
+            // too, since the far end may have changed hands since.
+            if decision == Decision::Enforce
+                && (!self.check(root, tracker)
+                    || self
+                        .trees
+                        .get(&root)
+                        .is_none_or(|t| t.state != TreeState::Orphaned))
+            {
+                continue;
             }
             let members = self.members(root, tracker);
             let Some(rec) = self.trees.get_mut(&root) else {
@@ -1037,37 +1060,82 @@ impl Supervisor {
             .map(|h| h.lineage_fds.clone())
             .unwrap_or_default()
     }
-
-    /// Trees owned by `pid` (optionally through `fd`), or with `session`.
-    pub fn match_release(
-        &self,
-        owner: Option<(u32, Option<u32>)>,
-        session: Option<&str>,
-    ) -> Vec<ProcKey> {
-        match_release(self.trees.values(), owner, session)
-    }
 }
 
-/// Trees owned by `pid` (through `fd` when given; without an fd, the
-/// tree's host counts too), or whose session id is `session`.
-pub fn match_release<'a>(
-    trees: impl Iterator<Item = &'a TreeRecord>,
-    owner: Option<(u32, Option<u32>)>,
-    session: Option<&str>,
-) -> Vec<ProcKey> {
-    trees
-        .filter(|t| match (owner, session) {
-            (Some((pid, fd)), _) => {
-                t.owner_fds
-                    .iter()
-                    .any(|o| o.pid == pid && fd.is_none_or(|f| f == o.fd))
-                    || (fd.is_none() && t.host.is_some_and(|h| h.tgid == pid))
+/// The reason of a tree its host declared over (`release`).
+pub const SESSION_ENDED: &str = "session-ended";
+
+/// A check's verdict once a host's `release` has been weighed in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReleaseJudgement {
+    pub state: TreeState,
+    pub reason: Option<String>,
+    /// The release still stands (keep `released_by`).
+    pub keep: bool,
+    /// The release was withdrawn because this process holds the far end.
+    pub withdrawn_by: Option<ProcKey>,
+}
+
+/// Weighs a host's `release` (`released_by`: the processes it covers)
+/// against a fresh check (`state`, `reason`) and the processes outside the
+/// tree and its relay chain that hold the far end now (`holders`).
+///
+/// - No release: the check's verdict, unchanged.
+/// - The check found the far end released (orphaned): that verdict, and the
+///   release stands.
+/// - Held only by processes the release covers: `session-ended`.
+/// - Held by anyone else (the end was handed over, or a reused fd number
+///   named the wrong tree): the release is withdrawn, the check's verdict
+///   stands.
+/// - The check could not tell, or found a holder it could not name: `unknown`
+///   (never reaped), and the release waits for evidence.
+pub fn judge_release(
+    released_by: &[ProcKey],
+    state: TreeState,
+    reason: Option<String>,
+    holders: &[ProcKey],
+) -> ReleaseJudgement {
+    let keep = |state, reason| ReleaseJudgement {
+        state,
+        reason,
+        keep: true,
+        withdrawn_by: None,
+    };
+    if released_by.is_empty() {
+        return ReleaseJudgement {
+            state,
+            reason,
+            keep: false,
+            withdrawn_by: None,
+        };
+    }
+    match state {
+        TreeState::Orphaned => keep(state, reason),
+        TreeState::Live | TreeState::Suspect => {
+            if let Some(other) = holders.iter().find(|h| !released_by.contains(h)) {
+                ReleaseJudgement {
+                    state,
+                    reason,
+                    keep: false,
+                    withdrawn_by: Some(*other),
+                }
+            } else if holders.is_empty() {
+                keep(
+                    TreeState::Unknown,
+                    Some(format!("{SESSION_ENDED}-unconfirmed")),
+                )
+            } else {
+                keep(TreeState::Orphaned, Some(SESSION_ENDED.into()))
             }
-            (None, Some(s)) => t.session_id.as_deref() == Some(s),
-            (None, None) => false,
-        })
-        .map(|t| t.root)
-        .collect()
+        }
+        TreeState::Unknown => keep(
+            TreeState::Unknown,
+            Some(format!(
+                "{SESSION_ENDED}-unconfirmed: {}",
+                reason.as_deref().unwrap_or("unknown")
+            )),
+        ),
+    }
 }
 
 #[cfg(test)]
@@ -1084,8 +1152,11 @@ mod tests {
             session_id: session.map(str::to_string),
             owner_fds: vec![OwnerFd {
                 pid: owner.0,
+                start_ticks: 1,
                 fd: owner.1,
+                inode: 0,
             }],
+            released_by: vec![],
             state: TreeState::Live,
             reason: None,
             orphan_since: None,
@@ -1099,24 +1170,101 @@ mod tests {
     }
 
     #[test]
-    fn release_matches_exactly_the_named_owner_fd_or_session() {
-        let mut s = Supervisor::new(Arc::new(Config::default()), "/proc".into());
-        for (root, owner, sess) in [
-            (10, (1, 5), Some("a")),
-            (11, (1, 7), Some("b")),
-            (12, (2, 5), None),
-        ] {
-            let r = record(root, owner, sess);
-            s.trees.insert(r.root, r);
+    fn a_release_stands_only_while_nobody_else_holds_the_far_end() {
+        let host = ProcKey::new(7, 100);
+        let helper = ProcKey::new(8, 120);
+        let recycled = ProcKey::new(7, 500);
+        let r = |s: &str| Some(s.to_string());
+        let orphaned = (TreeState::Orphaned, r(SESSION_ENDED), true, None);
+        let cases = [
+            // Not released: the check's verdict, whatever it is.
+            (
+                vec![],
+                TreeState::Live,
+                None,
+                vec![host],
+                (TreeState::Live, None, false, None),
+            ),
+            // Released, held only by the host that said so.
+            (
+                vec![host],
+                TreeState::Live,
+                None,
+                vec![host],
+                orphaned.clone(),
+            ),
+            (
+                vec![host],
+                TreeState::Suspect,
+                r("idle"),
+                vec![host],
+                orphaned.clone(),
+            ),
+            // The end was handed to a helper: withdrawn.
+            (
+                vec![host],
+                TreeState::Live,
+                None,
+                vec![host, helper],
+                (TreeState::Live, None, false, Some(helper)),
+            ),
+            (
+                vec![host],
+                TreeState::Live,
+                None,
+                vec![helper],
+                (TreeState::Live, None, false, Some(helper)),
+            ),
+            // A recycled PID is another process: withdrawn.
+            (
+                vec![host],
+                TreeState::Live,
+                None,
+                vec![recycled],
+                (TreeState::Live, None, false, Some(recycled)),
+            ),
+            // The kernel says the far end is gone: orphaned by its reason.
+            (
+                vec![host],
+                TreeState::Orphaned,
+                r("peer-released"),
+                vec![],
+                (TreeState::Orphaned, r("peer-released"), true, None),
+            ),
+            // Evidence incomplete: unknown, never reaped; the release waits.
+            (
+                vec![host],
+                TreeState::Unknown,
+                r("scan-incomplete"),
+                vec![],
+                (
+                    TreeState::Unknown,
+                    r("session-ended-unconfirmed: scan-incomplete"),
+                    true,
+                    None,
+                ),
+            ),
+            (
+                vec![host],
+                TreeState::Live,
+                None,
+                vec![],
+                (
+                    TreeState::Unknown,
+                    r("session-ended-unconfirmed"),
+                    true,
+                    None,
+                ),
+            ),
+        ];
+        for (by, state, reason, holders, want) in cases {
+            let got = judge_release(&by, state, reason.clone(), &holders);
+            assert_eq!(
+                (got.state, got.reason, got.keep, got.withdrawn_by),
+                want,
+                "{by:?} {state:?} {reason:?} {holders:?}"
+            );
         }
-        let mut m = s.match_release(Some((1, Some(5))), None);
-        assert_eq!(m, vec![ProcKey::new(10, 1)]);
-        m = s.match_release(Some((1, None)), None);
-        m.sort();
-        assert_eq!(m, vec![ProcKey::new(10, 1), ProcKey::new(11, 1)]);
-        assert_eq!(s.match_release(None, Some("b")), vec![ProcKey::new(11, 1)]);
-        assert!(s.match_release(None, Some("zzz")).is_empty());
-        assert!(s.match_release(None, None).is_empty());
     }
 
     fn close(inode: u64, peer_inode: u64, kind: CloseKind) -> ProcessEvent {

@@ -18,8 +18,9 @@ use crate::{
     config::{Config, ProcView},
     identity::ProcKey,
     ownership::{
-        self, FdHolder, OwnerState, StdioOwnership,
+        self, FdHolder, Inode, OwnerState, StdioOwnership,
         chain::{self, ChainEnd},
+        fdtable,
     },
     procscan::{self, ProcInfo},
 };
@@ -105,19 +106,40 @@ pub struct TreeView {
     pub ownership: StdioOwnership,
 }
 
-/// A host fd holding the far end of a tree's stdio.
+/// A host fd holding the far end of a tree's stdio, named completely: the
+/// process by (pid, start time), and the object by its inode, so that a
+/// recycled PID or a reused fd number never stands for this holder.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct OwnerFd {
     pub pid: u32,
+    pub start_ticks: u64,
     pub fd: u32,
+    /// Inode of the socket or pipe behind `fd` when it was seen; 0 when the
+    /// fd could no longer be read (such an entry matches no fd-named
+    /// release).
+    pub inode: u64,
 }
 
-impl From<&FdHolder> for OwnerFd {
-    fn from(h: &FdHolder) -> Self {
+impl OwnerFd {
+    /// The holder `h` as it is now: its fd's inode is read from /proc.
+    pub fn observe(h: &FdHolder, proc_root: &Path) -> Self {
+        let inode = fdtable::read_fd(proc_root, h.key.tgid, h.fd)
+            .ok()
+            .flatten()
+            .and_then(|(target, _)| target.inode())
+            .map_or(0, |i| match i {
+                Inode::Socket(n) | Inode::Pipe(n) => n,
+            });
         Self {
             pid: h.key.tgid,
+            start_ticks: h.key.start_ticks,
             fd: h.fd,
+            inode,
         }
+    }
+
+    pub fn key(&self) -> ProcKey {
+        ProcKey::new(self.pid, self.start_ticks)
     }
 }
 
@@ -432,7 +454,7 @@ pub fn build(procs: &[ProcInfo], config: &Config, proc_root: &Path) -> Vec<TreeV
         let mut owner_fds: Vec<OwnerFd> = own
             .fds
             .iter()
-            .flat_map(|f| f.owners.iter().map(OwnerFd::from))
+            .flat_map(|f| f.owners.iter().map(|h| OwnerFd::observe(h, proc_root)))
             .collect();
         owner_fds.sort();
         owner_fds.dedup();

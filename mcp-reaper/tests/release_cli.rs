@@ -102,6 +102,111 @@ fn release_by_owner_fd_and_by_session_reaps_exactly_those_trees() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not running"));
 }
 
+/// Waits until a dry run of `--owner owner` names the tree rooted at `root`
+/// (the daemon has checked it and recorded its owner fds).
+fn wait_owner_known(socket: &std::path::Path, owner: &str, root: u32) {
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            let (code, out) = release(socket, &["--owner", owner, "--dry-run"]);
+            code == 0 && out.contains(&format!("  {root} "))
+        }),
+        "the daemon never matched owner {owner} to tree {root}"
+    );
+}
+
+/// A host hands tree x's end to a helper and closes its own fd; the fd
+/// number is reused for tree y. `release --owner HOST:FD` names y's end
+/// now: y goes, x (its end still held by the helper) must not be touched.
+#[test]
+fn a_release_naming_a_reused_fd_number_reaps_only_the_tree_behind_it() {
+    if !privileged("a_release_naming_a_reused_fd_number_reaps_only_the_tree_behind_it") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_toml()).unwrap();
+    let daemon = start_daemon(&config);
+    let mut host = TestHost::start();
+    let x = host.spawn("x", Transport::Socket, &[]);
+    let x_pids = server_tree_pids(x.pid);
+    let x_owner = format!("{}:{}", host.pid(), x.host_stdin_fd);
+    wait_owner_known(&daemon.socket, &x_owner, x.pid);
+    let helper = host.handoff("x");
+    let y = host.spawn("y", Transport::Socket, &[]);
+    let y_pids = server_tree_pids(y.pid);
+    assert_eq!(
+        y.host_stdin_fd, x.host_stdin_fd,
+        "precondition: y's host end reuses x's old fd number"
+    );
+    wait_owner_known(&daemon.socket, &x_owner, y.pid);
+
+    let (code, out) = release(&daemon.socket, &["--owner", &x_owner]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("  {} ", y.pid)), "{out}");
+    assert!(
+        !out.contains(&format!("  {} ", x.pid)),
+        "x matched a release of a reused fd number: {out}"
+    );
+    assert!(
+        wait_until(Duration::from_secs(15), || y_pids
+            .iter()
+            .all(|p| !is_alive(*p))),
+        "y survived its release"
+    );
+    // Grace and kill_after are 1 s each: x had time to be (wrongly) reaped.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        x_pids.iter().all(|p| is_alive(*p)),
+        "x was reaped while its end was held by the helper"
+    );
+    assert!(is_alive(helper));
+    mcp_reaper_tests::kill_if_same(helper, mcp_reaper_tests::start_ticks(helper).unwrap_or(0));
+}
+
+/// A host hands tree x's end to a helper and exits; an unrelated process
+/// gets the host's PID. `release --owner PID` names that new process, which
+/// owns nothing: nothing is matched, nothing dies.
+#[test]
+fn a_release_naming_a_recycled_host_pid_reaps_nothing() {
+    if !privileged("a_release_naming_a_recycled_host_pid_reaps_nothing") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, config_toml()).unwrap();
+    let daemon = start_daemon(&config);
+    let mut host = TestHost::start();
+    let x = host.spawn("x", Transport::Socket, &[]);
+    let x_pids = server_tree_pids(x.pid);
+    let host_pid = host.pid();
+    wait_owner_known(&daemon.socket, &host_pid.to_string(), x.pid);
+    let helper = host.handoff("x");
+    host.exit();
+    let mut squatter = mcp_reaper_tests::spawn_on_pid(host_pid, &["sleep", "600"])
+        .unwrap_or_else(|e| panic!("could not land a process on PID {host_pid}: {e}"));
+    let squatter_start = mcp_reaper_tests::start_ticks(host_pid).unwrap();
+
+    let (code, out) = release(&daemon.socket, &["--owner", &host_pid.to_string()]);
+    assert_eq!(code, 1, "a recycled PID must match nothing: {out}");
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        x_pids.iter().all(|p| is_alive(*p)),
+        "x was reaped by a release naming a recycled PID"
+    );
+    assert_eq!(
+        mcp_reaper_tests::start_ticks(host_pid),
+        Some(squatter_start),
+        "the process on the recycled PID was touched"
+    );
+    assert!(is_alive(helper));
+    let _ = squatter.kill();
+    let _ = squatter.wait();
+    mcp_reaper_tests::kill_if_same(helper, mcp_reaper_tests::start_ticks(helper).unwrap_or(0));
+    for p in x_pids {
+        mcp_reaper_tests::kill_if_same(p, mcp_reaper_tests::start_ticks(p).unwrap_or(0));
+    }
+}
+
 /// `scan` alone cannot know a session went silent (it has no history); with
 /// a running daemon it shows the daemon's `suspect (idle)` verdict, and the
 /// tree is never orphaned or reaped for it.

@@ -38,6 +38,11 @@ one JSON line answered on stdout per command. The first stdout line is
                                 stdout socket ends without closing them
                                 (socket sessions only).
   {"cmd":"silence","id":"s1"}   marker: keep the fds, stop talking.
+  {"cmd":"handoff","id":"s1"}   hands the session's host fds to a helper
+                                process (`sleep`, a child of this host that
+                                keeps them), then closes this host's own
+                                copies: the far end lives on in the helper.
+      -> {"ok":true,"id":..,"helper_pid":N}
   {"cmd":"list"}                -> {"ok":true,"sessions":[...]}
   {"cmd":"exit"}                -> {"ok":true}, then exits at once without
                                 touching any child.
@@ -331,6 +336,16 @@ class Host:
             s = self._session(cmd)
             s.shutdown()
             return {"ok": True, "id": s.id}
+        if op == "handoff":
+            s = self._session(cmd)
+            s._require_open()
+            keep = [fd for fd in s.fds.values() if fd is not None]
+            helper = subprocess.Popen(
+                ["sleep", "3600"], pass_fds=keep, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            s.close()
+            s.state = "handed-off"
+            return {"ok": True, "id": s.id, "helper_pid": helper.pid}
         if op == "silence":
             s = self._session(cmd)
             if s.state == "open":

@@ -275,6 +275,17 @@ impl TestHost {
         self.request_ok(json!({"cmd": "shutdown", "id": id}));
     }
 
+    /// Hands the session's host fds to a helper process (a `sleep` child of
+    /// the host that keeps them) and closes the host's own copies. Returns
+    /// the helper's PID: the far end is the helper's from now on.
+    pub fn handoff(&mut self, id: &str) -> u32 {
+        let answer = self.request_ok(json!({"cmd": "handoff", "id": id}));
+        answer["helper_pid"]
+            .as_u64()
+            .and_then(|p| u32::try_from(p).ok())
+            .unwrap_or_else(|| panic!("handoff of {id}: no helper pid in {answer}"))
+    }
+
     /// Marks the session silent (fds kept, no more traffic).
     pub fn silence(&mut self, id: &str) {
         self.request_ok(json!({"cmd": "silence", "id": id}));

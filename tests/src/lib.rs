@@ -72,3 +72,26 @@ pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc:
     });
     rx
 }
+
+/// Starts `argv` on exactly `pid` (which must be free), steering the
+/// kernel's allocator through `/proc/sys/kernel/ns_last_pid`, with up to
+/// 100 tries (other processes may take the PID first). An error, never a
+/// skip, when it cannot: a test that needs a reused PID proves nothing
+/// without one.
+pub fn spawn_on_pid(pid: u32, argv: &[&str]) -> Result<std::process::Child, String> {
+    let (program, args) = argv.split_first().ok_or("empty argv")?;
+    for _ in 0..100 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .map_err(|e| format!("ns_last_pid is not writable: {e}"))?;
+        let mut child = std::process::Command::new(program)
+            .args(args)
+            .spawn()
+            .map_err(|e| format!("spawning {program}: {e}"))?;
+        if child.id() == pid {
+            return Ok(child);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    Err(format!("PID {pid} was taken by others 100 times in a row"))
+}

@@ -106,7 +106,7 @@ fn plan(root: ProcKey, members: Vec<ProcKey>, grace_ms: u64) -> ReapPlan {
 
 fn reap(plan: &ReapPlan) -> ReapReport {
     let mut source = ProcDescendants::new(PROC, plan.root, &plan.members);
-    let report = reaper::reap(plan, &mut source, &|_| false);
+    let report = reaper::reap(plan, &mut source, &|_| None);
     eprintln!(
         "outcome {:?}, {} members, {} signals, {:?}, refused {:?}",
         report.outcome,
@@ -400,4 +400,79 @@ fn dry_run_signals_nothing() {
     }
     assert_self_untouched(&report);
     cleanup.children = vec![child];
+}
+
+/// The cgroup v2 hierarchy's mount point (from /proc/self/mounts).
+fn cgroup2_mount() -> std::path::PathBuf {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    mounts
+        .lines()
+        .find_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            (f.get(2) == Some(&"cgroup2")).then(|| std::path::PathBuf::from(f[1]))
+        })
+        .expect("a cgroup2 hierarchy is mounted (the protect test needs one)")
+}
+
+/// A cgroup made for a test, removed (after its processes) on drop.
+struct TestCgroup(std::path::PathBuf);
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// `[[protect]] cgroups` through the daemon's own check: the member that
+/// lives in the protected cgroup is never signalled; the rest of the tree
+/// goes. The check reads the real /proc/PID/cgroup.
+#[test]
+fn a_member_in_a_protected_cgroup_is_never_signalled() {
+    if !privileged("a_member_in_a_protected_cgroup_is_never_signalled") {
+        return;
+    }
+    let name = format!("mcp-reaper-test-{}", std::process::id());
+    let cg = TestCgroup(cgroup2_mount().join(&name));
+    std::fs::create_dir_all(&cg.0).unwrap();
+    let mut root = sh("sleep 7411 & sleep 7412 & wait");
+    let root_key = key_of(root.id());
+    let mut cleanup = Cleanup {
+        children: vec![],
+        keys: vec![root_key],
+        markers: vec![vec!["sleep", "7411"], vec!["sleep", "7412"]],
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || tree(root_key).len() == 3),
+        "the tree never had its two sleeps"
+    );
+    let kept = with_cmdline(&["sleep", "7412"])[0];
+    let other = with_cmdline(&["sleep", "7411"])[0];
+    std::fs::write(cg.0.join("cgroup.procs"), kept.tgid.to_string()).unwrap();
+    assert_eq!(
+        procscan::read_cgroup(proc(), kept).unwrap().as_deref(),
+        Some(format!("/{name}").as_str()),
+        "precondition: the member is in the test cgroup"
+    );
+    let config = mcp_reaper::config::Config::from_toml_str(
+        &format!("presets = []\n[[protect]]\ncgroups = [\"/{name}\"]\n"),
+        "test.toml",
+    )
+    .unwrap();
+    let protect = |k: ProcKey| mcp_reaper::protect::check(&config, proc(), k).refusal();
+    let p = plan(root_key, tree(root_key), 300);
+    let mut source = ProcDescendants::new(PROC, p.root, &p.members);
+    let report = reaper::reap(&p, &mut source, &protect);
+
+    assert!(alive(kept), "the protected member was killed");
+    assert!(
+        report.members.iter().all(|m| m.key != kept),
+        "the protected member was signalled: {report:?}"
+    );
+    assert!(report.refused.contains(&(kept, reaper::WHY_PROTECTED)));
+    assert!(!alive(other), "the unprotected member survived");
+    assert!(!alive(root_key), "the unprotected root survived");
+    let _ = root.wait();
+    kill_if_same(kept.tgid, kept.start_ticks);
+    assert!(wait_until(Duration::from_secs(5), || !alive(kept)));
+    cleanup.keys.clear();
 }

@@ -661,6 +661,13 @@ impl Config {
         })
     }
 
+    /// Whether some `[[protect]]` rule names cgroups (then every protect
+    /// check must read the process's cgroup).
+    #[must_use]
+    pub fn protects_by_cgroup(&self) -> bool {
+        self.protect.iter().any(|r| !r.cgroups.is_empty())
+    }
+
     /// Whether `p` must never be touched.
     #[must_use]
     pub fn is_protected(&self, p: &ProcView<'_>) -> bool {

@@ -11,7 +11,6 @@ use std::{
 use mcp_reaper::{
     config::Config,
     daemon::{Agent, AgentOptions, Shared},
-    identity::ProcKey,
     source::{SourceChoice, ebpf::EbpfOptions, poll::PollOptions},
 };
 use mcp_reaper_tests::wait_until;
@@ -102,13 +101,11 @@ impl Daemon {
 
     pub fn release_session(&self, session: &str) {
         let mut g = self.shared.lock().unwrap();
-        let roots: Vec<ProcKey> = g
-            .trees
-            .iter()
-            .filter(|t| t.session_id.as_deref() == Some(session))
-            .map(|t| t.root)
-            .collect();
-        g.pending_release.extend(roots);
+        let released = mcp_reaper::release::match_trees(
+            g.trees.iter(),
+            &mcp_reaper::release::ReleaseQuery::Session(session.to_string()),
+        );
+        g.pending_release.extend(released);
     }
 }
 
