@@ -30,8 +30,13 @@ pub const SOCKET_UNCONNECTED: &str = "socket-unconnected";
 /// What the kernel says of the far end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// A pipe: no peer record the kernel shows userspace.
+    /// A pipe whose other end the kernel says is still open somewhere
+    /// (or this could not be asked): only the walk can tell by whom.
     Pipe,
+    /// A pipe whose other end no file holds any more (a duplicate of the
+    /// root's end polls POLLHUP, or POLLERR for a write end): the kernel's
+    /// word, whoever the walk could not read.
+    PipeClosed,
     /// sock_diag: no peer, shutdown 3. The far end's last file was closed.
     PeerGone,
     /// sock_diag names the peer; `shutdown` as reported (3 after a
@@ -75,6 +80,7 @@ pub enum Judgement {
 pub fn judge(kernel: Kernel, walk_complete: bool, seen: Seen) -> Judgement {
     match (kernel, seen) {
         (Kernel::PeerGone, _) => Judgement::Released(PEER_RELEASED),
+        (Kernel::PipeClosed, _) => Judgement::Released(PIPE_OTHER_END_CLOSED),
         (Kernel::Unconnected, _) => Judgement::Unknown(SOCKET_UNCONNECTED),
         (_, Seen::Outside) => Judgement::Held,
         _ if !walk_complete => Judgement::Unknown(SCAN_INCOMPLETE),
@@ -98,6 +104,7 @@ mod tests {
     const GONE: Kernel = Kernel::PeerGone;
     const UNCONN: Kernel = Kernel::Unconnected;
     const PIPE: Kernel = Kernel::Pipe;
+    const PIPE_CLOSED: Kernel = Kernel::PipeClosed;
 
     /// Every (kernel, walk complete, seen) and what it must give.
     const TABLE: &[(Kernel, bool, Seen, Judgement)] = &[
@@ -130,7 +137,25 @@ mod tests {
         (UNCONN, false, Outside, Unknown(SOCKET_UNCONNECTED)),
         (UNCONN, false, InsideOnly, Unknown(SOCKET_UNCONNECTED)),
         (UNCONN, false, Nowhere, Unknown(SOCKET_UNCONNECTED)),
-        // Pipes: no kernel record, so only a complete walk proves release.
+        // Pipes the kernel says nobody holds the other end of.
+        (PIPE_CLOSED, true, Outside, Released(PIPE_OTHER_END_CLOSED)),
+        (
+            PIPE_CLOSED,
+            true,
+            InsideOnly,
+            Released(PIPE_OTHER_END_CLOSED),
+        ),
+        (PIPE_CLOSED, true, Nowhere, Released(PIPE_OTHER_END_CLOSED)),
+        (PIPE_CLOSED, false, Outside, Released(PIPE_OTHER_END_CLOSED)),
+        (
+            PIPE_CLOSED,
+            false,
+            InsideOnly,
+            Released(PIPE_OTHER_END_CLOSED),
+        ),
+        (PIPE_CLOSED, false, Nowhere, Released(PIPE_OTHER_END_CLOSED)),
+        // Pipes still open somewhere: only a complete walk proves that no
+        // one outside the tree holds the other end.
         (PIPE, true, Outside, Held),
         (PIPE, true, InsideOnly, Released(PIPE_OTHER_END_CLOSED)),
         (PIPE, true, Nowhere, Released(PIPE_OTHER_END_CLOSED)),
@@ -141,7 +166,7 @@ mod tests {
 
     #[test]
     fn verdict_table_covers_every_combination() {
-        let kernels = [PRESENT, SHUT, GONE, UNCONN, PIPE];
+        let kernels = [PRESENT, SHUT, GONE, UNCONN, PIPE, PIPE_CLOSED];
         assert_eq!(TABLE.len(), kernels.len() * 2 * 3);
         for k in kernels {
             for complete in [true, false] {

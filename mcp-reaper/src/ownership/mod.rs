@@ -27,10 +27,12 @@
 //!   end in flight in an SCM_RIGHTS message, which may wait there for any
 //!   time). Datagram sockets get no shutdown on release and are never
 //!   judged released.
-//! - Pipe: released when no process outside the tree holds the other end
-//!   with the opposite mode (writer for the root's read end, reader for its
-//!   write end), after a complete scan of /proc: the kernel keeps no peer
-//!   record to check against.
+//! - Pipe: released when the kernel says no file holds the other end (a
+//!   `pidfd_getfd` duplicate of the root's own end polls POLLHUP, or
+//!   POLLERR for a write end), or when no process outside the tree holds
+//!   the other end with the opposite mode (writer for the root's read end,
+//!   reader for its write end) after a complete scan of /proc. Pipes have
+//!   no peer record naming who holds the other end.
 //! - The verdict follows fd 0 (stdin): the MCP shutdown begins with the host
 //!   closing the server's stdin. Owners are reported for fds 0 and 1.
 //! - Processes in `tree_members` are never owners. The daemon's own
@@ -233,7 +235,12 @@ fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
             } else {
                 FdMode::can_read
             };
-            Some((Inode::Pipe(ino), opposite, Kernel::Pipe))
+            let kernel = if other_end_closed(root, fd, root_reads, proc_root) {
+                Kernel::PipeClosed
+            } else {
+                Kernel::Pipe
+            };
+            Some((Inode::Pipe(ino), opposite, kernel))
         }
         FdTarget::Tty(_) => {
             own.object = StdioObject::Tty;
@@ -246,6 +253,55 @@ fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
         FdTarget::AnonInode(_) | FdTarget::Other(_) => None,
     };
     Pending { own, far }
+}
+
+/// Whether the kernel says the other end of `root`'s pipe fd `fd` is held
+/// by no file at all: a `pidfd_getfd` duplicate of the root's own end (the
+/// same open file, so no count changes) polls POLLHUP (read end) or
+/// POLLERR (write end). False whenever that cannot be asked, and always
+/// for a `proc_root` other than the real /proc.
+fn other_end_closed(root: ProcKey, fd: u32, root_reads: bool, proc_root: &Path) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+    if proc_root != Path::new("/proc") {
+        return false;
+    }
+    let Some(pid) = i32::try_from(root.tgid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
+        return false;
+    };
+    if fdtable::proc_key(proc_root, root.tgid) != Some(root) {
+        return false; // reused: the pidfd names another process
+    }
+    let Ok(raw) = i32::try_from(fd) else {
+        return false;
+    };
+    let Ok(dup) = pidfd_getfd(&pidfd, raw, PidfdGetfdFlags::empty()) else {
+        return false;
+    };
+    // Still the same pipe the caller resolved? (fd may have been replaced.)
+    let same = fdtable::read_fd(proc_root, root.tgid, fd).is_ok_and(|t| {
+        let fstat = rustix::fs::fstat(&dup);
+        matches!((t, fstat), (Some((FdTarget::Pipe(i), _)), Ok(st)) if st.st_ino == i)
+    });
+    let flags = if root_reads {
+        PollFlags::IN
+    } else {
+        PollFlags::OUT
+    };
+    let mut fds = [PollFd::new(&dup, flags)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let gone = if root_reads {
+        PollFlags::HUP
+    } else {
+        PollFlags::ERR
+    };
+    same && poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().contains(gone)
 }
 
 fn collect(p: &mut Pending, scan: &FdScan) {
