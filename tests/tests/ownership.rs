@@ -283,6 +283,14 @@ fn far_end_held_only_inside_the_tree_counts_as_released() {
         return;
     }
     let o = child.owner_once(|o| o.fds[0].released);
+    // The release needs a complete walk: where some process of the machine
+    // cannot be read at all (a more privileged PID 1 of a sandbox), the
+    // tree may hold nothing as well as an unseen holder: unknown.
+    if o.fds[0].reason == Some("scan-incomplete") {
+        eprintln!("walk incomplete on this machine: the release is unknown");
+        assert!(matches!(o.state, OwnerState::Unknown { .. }), "{o:#?}");
+        return;
+    }
     assert_eq!(o.fds[0].reason, Some("peer-held-in-tree"), "{o:#?}");
     assert_eq!(
         o.state,

@@ -2,10 +2,18 @@
 //!
 //! Owns: parsing fd link targets (`socket:[N]`, `pipe:[N]`, anon inodes,
 //! paths) and fdinfo flags, and building the inode -> holders index for a
-//! set of processes or for all of /proc. Must never: panic on or trust what
-//! /proc returns (processes and fds vanish mid-read; such fds are counted
-//! and skipped), or name a holder by a bare PID: every holder carries its
-//! `ProcKey`, read before and checked after its fds.
+//! set of processes or for all of /proc, with an honest count of what it
+//! could not read. Must never: panic on or trust what /proc returns, count
+//! a process it could not read as one that holds nothing, or name a holder
+//! by a bare PID: every holder carries its `ProcKey`, read before and
+//! checked after its fds.
+//!
+//! Gone versus unreadable: a process is gone when its stat says so
+//! (ENOENT, ESRCH) or names another start time; an fd is gone when its
+//! link or fdinfo is ENOENT. Every other failure (EACCES, EPERM, EMFILE,
+//! ENFILE, EIO, a malformed file, a listing that broke off, a thread-group
+//! leader that exited while other threads run on with the fd table) makes
+//! the process `unreadable`, and the scan incomplete.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -148,11 +156,11 @@ pub struct FdScan {
     /// Processes that exited (or were replaced by a new one with the same
     /// PID) during the scan: they hold nothing any more.
     pub vanished: u32,
-    /// Processes whose fd table could not be listed although they live
-    /// (permissions): a holder could hide there.
+    /// Live processes whose stat or fd table could not be read to the end
+    /// (see the module header): a holder could hide there.
     pub unreadable: u32,
-    /// Single fds skipped: closed between listing and readlink, or fdinfo
-    /// unreadable.
+    /// Single fds skipped because they were closed between the listing and
+    /// their readlink or fdinfo (ENOENT): they hold nothing any more.
     pub skipped_fds: u32,
 }
 
@@ -173,6 +181,54 @@ impl FdScan {
     }
 }
 
+/// An I/O error that means the process (or the fd) is simply gone, as
+/// opposed to one that means it could not be read.
+pub fn is_gone(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ESRCH)
+}
+
+/// What ownership needs from /proc/PID/stat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatBits {
+    pub key: ProcKey,
+    /// The state letter (field 3) of the thread-group leader.
+    pub state: char,
+    /// Threads of the group (field 20).
+    pub threads: u32,
+}
+
+impl StatBits {
+    /// The leader exited (zombie) while other threads of the group run
+    /// on: the fd table they hold is not the one /proc/PID/fd shows.
+    pub fn leader_gone_threads_live(&self) -> bool {
+        matches!(self.state, 'Z' | 'X') && self.threads > 1
+    }
+}
+
+/// Reads `pid`'s stat. `Ok(None)`: the process is gone. `Err`: it could
+/// not be read, or the line is not a kernel's.
+pub fn read_stat(proc_root: &Path, pid: u32) -> std::io::Result<Option<StatBits>> {
+    let stat = match std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat")) {
+        Ok(s) => s,
+        Err(e) if is_gone(&e) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let field = |n| stat_field(&stat, n);
+    let parsed = (|| {
+        let state = field(3)?.chars().next()?;
+        let threads = field(20)?.parse().ok()?;
+        let start = field(22)?.parse().ok()?;
+        Some(StatBits {
+            key: ProcKey::new(pid, start),
+            state,
+            threads,
+        })
+    })();
+    parsed
+        .map(Some)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "malformed stat line"))
+}
+
 /// Start time in ticks (field 22 of /proc/PID/stat), parsed after the last
 /// ')' so a hostile comm cannot shift the fields.
 pub fn start_ticks(proc_root: &Path, pid: u32) -> Option<u64> {
@@ -186,12 +242,14 @@ pub(crate) fn stat_field(stat: &str, n: usize) -> Option<&str> {
     after.split_ascii_whitespace().nth(n.checked_sub(3)?)
 }
 
-/// The live `ProcKey` of `pid`, if it exists.
+/// The live `ProcKey` of `pid`, if it exists and its stat can be read.
+/// Callers that must tell "gone" from "unreadable" use [`read_stat`].
 pub fn proc_key(proc_root: &Path, pid: u32) -> Option<ProcKey> {
     Some(ProcKey::new(pid, start_ticks(proc_root, pid)?))
 }
 
-/// Reads one fd's target and mode. `Ok(None)`: the fd is not open.
+/// Reads one fd's target and mode. `Ok(None)`: the fd is not open. `Err`:
+/// its link or its fdinfo could not be read (other than "it was closed").
 pub fn read_fd(
     proc_root: &Path,
     pid: u32,
@@ -204,10 +262,11 @@ pub fn read_fd(
         Err(e) => return Err(e),
     };
     let target = FdTarget::parse(&link.to_string_lossy());
-    let mode = std::fs::read_to_string(dir.join("fdinfo").join(fd.to_string()))
-        .ok()
-        .and_then(|t| FdInfo::parse(&t))
-        .map(|i| i.mode());
+    let mode = match std::fs::read_to_string(dir.join("fdinfo").join(fd.to_string())) {
+        Ok(t) => FdInfo::parse(&t).map(|i| i.mode()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
     Ok(Some((target, mode)))
 }
 
@@ -217,31 +276,64 @@ pub type Want<'a> = Option<&'a HashSet<Inode>>;
 /// Scans one process. Returns its holders or why it could not.
 fn scan_one(proc_root: &Path, pid: u32, want: Want<'_>) -> FdScan {
     let mut out = FdScan::default();
-    let Some(key) = proc_key(proc_root, pid) else {
-        out.vanished = 1;
-        return out;
-    };
-    let dir = proc_root.join(pid.to_string());
-    let entries = match std::fs::read_dir(dir.join("fd")) {
-        Ok(e) => e,
-        Err(e) => {
-            // A zombie or an exited process has no fd table to list.
-            if e.kind() == std::io::ErrorKind::NotFound || proc_key(proc_root, pid) != Some(key) {
-                out.vanished = 1;
-            } else if zombie(proc_root, pid) {
-                out.processes = 1;
-            } else {
-                out.unreadable = 1;
-            }
+    let before = match read_stat(proc_root, pid) {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            out.vanished = 1;
+            return out;
+        }
+        Err(_) => {
+            out.unreadable = 1;
             return out;
         }
     };
+    let read = read_table(&proc_root.join(pid.to_string()), before.key, want);
+    // The PID may have exited or been reused while we read: then what we
+    // read belongs to a process we did not name, and a failure was its exit.
+    let after = match read_stat(proc_root, pid) {
+        Ok(Some(s)) if s.key == before.key => s,
+        Ok(_) => {
+            out.vanished = 1;
+            return out;
+        }
+        Err(_) => {
+            out.unreadable = 1;
+            return out;
+        }
+    };
+    if after.leader_gone_threads_live() {
+        // /proc/PID/fd shows the exited leader's (empty) table.
+        out.unreadable = 1;
+        return out;
+    }
+    match read {
+        Ok((found, skipped)) => {
+            out.processes = 1;
+            out.skipped_fds = skipped;
+            for (inode, h) in found {
+                out.holders.entry(inode).or_default().push(h);
+            }
+        }
+        // A zombie whose whole group exited holds no fd at all.
+        Err(_) if matches!(after.state, 'Z' | 'X') => out.processes = 1,
+        Err(_) => out.unreadable = 1,
+    }
+    out
+}
+
+/// One process's fd table: the wanted holders and the fds skipped because
+/// they were closed while we read. `Err` when the table could not be read
+/// to the end, or a wanted fd's link or fdinfo could not be read.
+fn read_table(
+    dir: &Path,
+    key: ProcKey,
+    want: Want<'_>,
+) -> std::io::Result<(Vec<(Inode, FdHolder)>, u32)> {
+    let closed = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
     let mut found = Vec::new();
-    for entry in entries {
-        let Ok(entry) = entry else {
-            out.skipped_fds += 1;
-            continue;
-        };
+    let mut skipped = 0;
+    for entry in std::fs::read_dir(dir.join("fd"))? {
+        let entry = entry?;
         let Some(fd) = entry
             .file_name()
             .to_str()
@@ -249,9 +341,13 @@ fn scan_one(proc_root: &Path, pid: u32, want: Want<'_>) -> FdScan {
         else {
             continue;
         };
-        let Ok(link) = std::fs::read_link(entry.path()) else {
-            out.skipped_fds += 1;
-            continue;
+        let link = match std::fs::read_link(entry.path()) {
+            Ok(l) => l,
+            Err(e) if closed(&e) => {
+                skipped += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
         let Some(inode) = FdTarget::parse(&link.to_string_lossy()).inode() else {
             continue;
@@ -259,39 +355,21 @@ fn scan_one(proc_root: &Path, pid: u32, want: Want<'_>) -> FdScan {
         if want.is_some_and(|w| !w.contains(&inode)) {
             continue;
         }
-        let Some(info) = std::fs::read_to_string(dir.join("fdinfo").join(fd.to_string()))
-            .ok()
-            .and_then(|t| FdInfo::parse(&t))
-        else {
-            out.skipped_fds += 1;
-            continue;
+        let text = match std::fs::read_to_string(dir.join("fdinfo").join(fd.to_string())) {
+            Ok(t) => t,
+            Err(e) if closed(&e) => {
+                skipped += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
         };
-        found.push((
-            inode,
-            FdHolder {
-                key,
-                fd,
-                mode: info.mode(),
-            },
-        ));
+        let info = FdInfo::parse(&text).ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "fdinfo without flags")
+        })?;
+        let mode = info.mode();
+        found.push((inode, FdHolder { key, fd, mode }));
     }
-    // The PID may have been reused while we read: then what we read
-    // belongs to a process we did not name.
-    if proc_key(proc_root, pid) != Some(key) {
-        out.vanished = 1;
-        return out;
-    }
-    out.processes = 1;
-    for (inode, h) in found {
-        out.holders.entry(inode).or_default().push(h);
-    }
-    out
-}
-
-fn zombie(proc_root: &Path, pid: u32) -> bool {
-    std::fs::read_to_string(proc_root.join(pid.to_string()).join("stat"))
-        .ok()
-        .is_some_and(|s| matches!(stat_field(&s, 3), Some("Z" | "X")))
+    Ok((found, skipped))
 }
 
 /// Scans the given PIDs, skipping those in `exclude`.
@@ -312,11 +390,16 @@ pub fn scan_pids(
     out
 }
 
-/// Every numeric entry of `proc_root` (thread-group leaders).
+/// Every numeric entry of `proc_root` (thread-group leaders). A listing
+/// that breaks off is an error: the processes after the break are unknown.
 pub fn all_pids(proc_root: &Path) -> std::io::Result<Vec<u32>> {
-    Ok(std::fs::read_dir(proc_root)?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect())
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir(proc_root)? {
+        if let Some(pid) = entry?.file_name().to_str().and_then(|s| s.parse().ok()) {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
 
 /// Scans every process of `proc_root`, skipping those in `exclude`.

@@ -4,9 +4,12 @@
 //! processes outside the tree that hold the other end (candidates first,
 //! all of /proc only when they hold nothing), and the release verdict that
 //! the kernel confirms (`sockdiag`) or a complete /proc scan proves (pipes).
-//! Must never: call a tree released on a guess (a partial scan, a socket
-//! the kernel did not describe, a `shutdown()` without close), signal or
-//! touch any process, or name a process by a bare PID.
+//! The verdict itself is `judge`'s table.
+//! Must never: call a tree released on a guess (a partial scan, a process
+//! or fd table it could not read, a socket the kernel did not describe, a
+//! `shutdown()` without close, a peer the kernel still records that no
+//! process was seen to hold), signal or touch any process, or name a
+//! process by a bare PID.
 //!
 //! Release rules:
 //! - UNIX stream/seqpacket socket: released when sock_diag shows no peer
@@ -15,15 +18,21 @@
 //!   exists but is held only by tree members counts as released too
 //!   ("peer-held-in-tree"): nobody outside the tree can ever write to the
 //!   root again, which is the leak this daemon exists for (a server that
-//!   inherited both ends). A peer held by no process at all counts as
-//!   "peer-unheld". Both need a complete walk of /proc (every live process
-//!   read): otherwise an unreadable process may hold the far end, and the
-//!   answer is unknown. A far end in flight in SCM_RIGHTS is held by no
-//!   process for that moment: the detector's grace period covers it. Datagram sockets get no shutdown on release and are never
+//!   inherited both ends). It needs a complete walk of /proc (every live
+//!   process read): otherwise an unreadable process may hold the far end,
+//!   and the answer is unknown ("scan-incomplete"). A peer that exists but
+//!   that no process was seen to hold is unknown ("peer-unseen"), never a
+//!   release: the walk cannot see every holder (a thread with its own fd
+//!   table, a group whose leader exited, io_uring registered files, a far
+//!   end in flight in an SCM_RIGHTS message, which may wait there for any
+//!   time). Datagram sockets get no shutdown on release and are never
 //!   judged released.
-//! - Pipe: released when no process outside the tree holds the other end
-//!   with the opposite mode (writer for the root's read end, reader for its
-//!   write end), after a complete scan of /proc.
+//! - Pipe: released when the kernel says no file holds the other end (a
+//!   `pidfd_getfd` duplicate of the root's own end polls POLLHUP, or
+//!   POLLERR for a write end), or when no process outside the tree holds
+//!   the other end with the opposite mode (writer for the root's read end,
+//!   reader for its write end) after a complete scan of /proc. Pipes have
+//!   no peer record naming who holds the other end.
 //! - The verdict follows fd 0 (stdin): the MCP shutdown begins with the host
 //!   closing the server's stdin. Owners are reported for fds 0 and 1.
 //! - Processes in `tree_members` are never owners. The daemon's own
@@ -33,12 +42,16 @@
 
 pub mod chain;
 pub mod fdtable;
+pub mod judge;
 pub mod sockdiag;
+#[cfg(test)]
+mod unreadable_tests;
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 pub use fdtable::{FdHolder, FdMode, FdScan, FdTarget, Inode};
+pub use judge::{Judgement, Kernel, PEER_UNSEEN, Seen, judge};
 pub use sockdiag::{SockDiagError, UnixKind, UnixSockInfo, unix_socket, unix_sockets_dump};
 
 use crate::identity::ProcKey;
@@ -128,8 +141,23 @@ type ModeFilter = fn(FdMode) -> bool;
 /// What the far end of one fd is, before holders are looked up.
 struct Pending {
     own: FdOwnership,
-    /// The inode to look for, and which modes of it count.
-    far: Option<(Inode, ModeFilter)>,
+    /// The inode to look for, which modes of it count, and what the kernel
+    /// says of it.
+    far: Option<(Inode, ModeFilter, Kernel)>,
+}
+
+impl Pending {
+    /// Records a verdict on the far end.
+    fn set(&mut self, j: Judgement) {
+        match j {
+            Judgement::Held => {}
+            Judgement::Released(r) => {
+                self.own.released = true;
+                self.own.reason = Some(r);
+            }
+            Judgement::Unknown(r) => self.own.reason = Some(r),
+        }
+    }
 }
 
 fn any_mode(_: FdMode) -> bool {
@@ -168,18 +196,23 @@ fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
                         peer: info.peer_inode,
                         shutdown: info.shutdown,
                     };
-                    if info.kind == UnixKind::Dgram {
-                        own.reason = Some("dgram-socket");
-                        None
-                    } else if info.peer_released() {
-                        own.released = true;
-                        own.reason = Some(PEER_RELEASED);
-                        None
-                    } else if let Some(peer) = info.peer_inode {
-                        Some((Inode::Socket(u64::from(peer)), any_mode as ModeFilter))
-                    } else {
-                        own.reason = Some("socket-unconnected");
-                        None
+                    let kernel = Kernel::socket(info.peer_inode, info.shutdown);
+                    match (info.kind, info.peer_inode) {
+                        (UnixKind::Dgram, _) => {
+                            own.reason = Some("dgram-socket");
+                            None
+                        }
+                        (_, Some(peer)) => Some((
+                            Inode::Socket(u64::from(peer)),
+                            any_mode as ModeFilter,
+                            kernel,
+                        )),
+                        // Released or unconnected: no far end to look for.
+                        (_, None) => {
+                            let mut p = Pending { own, far: None };
+                            p.set(judge(kernel, false, Seen::Nowhere));
+                            return p;
+                        }
                     }
                 }
                 Ok(None) => {
@@ -202,7 +235,12 @@ fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
             } else {
                 FdMode::can_read
             };
-            Some((Inode::Pipe(ino), opposite))
+            let kernel = if other_end_closed(root, fd, root_reads, proc_root) {
+                Kernel::PipeClosed
+            } else {
+                Kernel::Pipe
+            };
+            Some((Inode::Pipe(ino), opposite, kernel))
         }
         FdTarget::Tty(_) => {
             own.object = StdioObject::Tty;
@@ -217,8 +255,59 @@ fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
     Pending { own, far }
 }
 
+/// Whether the kernel says the other end of `root`'s pipe fd `fd` is held
+/// by no file at all: a `pidfd_getfd` duplicate of the root's own end (the
+/// same open file, so no count changes) polls POLLHUP (read end) or
+/// POLLERR (write end). False whenever that cannot be asked, and always
+/// for a `proc_root` other than the real /proc.
+fn other_end_closed(root: ProcKey, fd: u32, root_reads: bool, proc_root: &Path) -> bool {
+    use rustix::event::{PollFd, PollFlags, Timespec, poll};
+    use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
+    if proc_root != Path::new("/proc") {
+        return false;
+    }
+    let Some(pid) = i32::try_from(root.tgid).ok().and_then(Pid::from_raw) else {
+        return false;
+    };
+    let Ok(pidfd) = pidfd_open(pid, PidfdFlags::empty()) else {
+        return false;
+    };
+    if fdtable::proc_key(proc_root, root.tgid) != Some(root) {
+        return false; // reused: the pidfd names another process
+    }
+    let Ok(raw) = i32::try_from(fd) else {
+        return false;
+    };
+    let Ok(dup) = pidfd_getfd(&pidfd, raw, PidfdGetfdFlags::empty()) else {
+        return false;
+    };
+    // Still the same pipe the caller resolved? (fd may have been replaced.)
+    let same = fdtable::read_fd(proc_root, root.tgid, fd).is_ok_and(|t| {
+        let fstat = rustix::fs::fstat(&dup);
+        matches!((t, fstat), (Some((FdTarget::Pipe(i), _)), Ok(st)) if st.st_ino == i)
+    });
+    let flags = if root_reads {
+        PollFlags::IN
+    } else {
+        PollFlags::OUT
+    };
+    let mut fds = [PollFd::new(&dup, flags)];
+    let zero = Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let gone = if root_reads {
+        PollFlags::HUP
+    } else {
+        PollFlags::ERR
+    };
+    same && poll(&mut fds, Some(&zero)).is_ok() && fds[0].revents().contains(gone)
+}
+
 fn collect(p: &mut Pending, scan: &FdScan) {
-    let Some((inode, counts)) = p.far else { return };
+    let Some((inode, counts, _)) = p.far else {
+        return;
+    };
     for h in scan.holders.get(&inode).into_iter().flatten() {
         if counts(h.mode) && !p.own.owners.contains(h) {
             p.own.owners.push(*h);
@@ -297,19 +386,22 @@ pub fn fd_owners(
             .collect();
         if !missing.is_empty() {
             full_scan = true;
+            // The candidates are not read again: an unreadable one leaves
+            // the walk incomplete as much as any other process would.
             exclude.extend(candidates);
-            let complete = match fdtable::scan_all(proc_root, &exclude, Some(&missing)) {
-                Ok(all) => {
-                    scanned += all.processes;
-                    for p in &mut pending {
-                        if p.own.owners.is_empty() {
-                            collect(p, &all);
+            let complete = scan.complete()
+                && match fdtable::scan_all(proc_root, &exclude, Some(&missing)) {
+                    Ok(all) => {
+                        scanned += all.processes;
+                        for p in &mut pending {
+                            if p.own.owners.is_empty() {
+                                collect(p, &all);
+                            }
                         }
+                        all.complete()
                     }
-                    all.complete()
-                }
-                Err(_) => false,
-            };
+                    Err(_) => false,
+                };
             // Who still holds the far end inside the tree (sockets only:
             // the root's own pipe end is the same inode).
             let inside = fdtable::scan_pids(
@@ -333,26 +425,21 @@ pub fn fd_owners(
     )
 }
 
-/// Marks an fd whose far end no outside process holds.
+/// Judges an fd whose far end no candidate held, after the walk.
 fn judge_unowned(p: &mut Pending, inside: &FdScan, complete: bool) {
-    let Some((inode, _)) = p.far else { return };
-    if !p.own.owners.is_empty() {
+    let Some((inode, _, kernel)) = p.far else {
         return;
-    }
-    let held_inside = matches!(inode, Inode::Socket(_))
-        && inside.holders.get(&inode).is_some_and(|v| !v.is_empty());
-    if !complete {
-        p.own.reason = Some("scan-incomplete");
-    } else if held_inside {
-        p.own.released = true;
-        p.own.reason = Some("peer-held-in-tree");
+    };
+    let seen = if !p.own.owners.is_empty() {
+        Seen::Outside
+    } else if matches!(inode, Inode::Socket(_))
+        && inside.holders.get(&inode).is_some_and(|v| !v.is_empty())
+    {
+        Seen::InsideOnly
     } else {
-        p.own.released = true;
-        p.own.reason = Some(match inode {
-            Inode::Socket(_) => "peer-unheld",
-            Inode::Pipe(_) => "pipe-other-end-closed",
-        });
-    }
+        Seen::Nowhere
+    };
+    p.set(judge(kernel, complete, seen));
 }
 
 fn verdict(fds: &[FdOwnership]) -> OwnerState {
