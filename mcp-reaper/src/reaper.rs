@@ -330,19 +330,37 @@ pub fn reap(
         run.signal(&born, Signal::CONT, "SIGCONT");
     }
 
-    // Survivors: freeze again, pick up their children, kill everything.
+    let killed = kill_rounds(&mut run, source, plan.grace_kill);
+    run.finish(killed, started)
+}
+
+/// The end of a reap: survivors of the grace period, and members the
+/// source still finds (born while the tree ran, such as double-forked
+/// escapees the kernel's lineage names), are frozen, their children picked
+/// up, and everything killed; then the source is asked again, until a round
+/// finds nobody new (bounded). A tree whose known members all exited is not
+/// "terminated" while the source still names a live member. Returns whether
+/// SIGKILL was needed.
+fn kill_rounds(run: &mut Run<'_>, source: &mut dyn MemberSource, grace_kill: Duration) -> bool {
     let mut killed = false;
-    let survivors = run.pending();
-    if !survivors.is_empty() {
-        run.signal(&survivors, Signal::STOP, "SIGSTOP");
-        run.settle_stopped(&survivors);
+    for round in 0..MAX_ROUNDS {
+        let born = run.admit(source.current_members());
+        let pending = run.pending();
+        // Done when nothing is left, or when a later round found nobody
+        // new (what is left survived SIGKILL: unkillable, reported).
+        if pending.is_empty() || (round > 0 && born.is_empty()) {
+            return killed;
+        }
+        run.signal(&pending, Signal::STOP, "SIGSTOP");
+        run.settle_stopped(&pending);
         run.collect_stopped(source);
         let pending = run.pending();
         run.signal(&pending, Signal::KILL, "SIGKILL");
         killed = true;
-        run.wait_exits(Instant::now() + plan.grace_kill);
+        run.wait_exits(Instant::now() + grace_kill);
     }
-    run.finish(killed, started)
+    tracing::warn!(rounds = MAX_ROUNDS, "tree still growing while killed");
+    killed
 }
 
 /// One member being reaped.
