@@ -47,8 +47,10 @@ impl Protection {
     }
 }
 
-fn from_error(e: &ProcError) -> Protection {
-    if e.is_vanished() {
+/// A failed read: `Gone` only when the process really is (its stat no
+/// longer reads with `key`'s start time); a live process is `Unreadable`.
+fn from_error(proc_root: &Path, key: ProcKey, e: &ProcError) -> Protection {
+    if e.is_vanished() && procscan::read_key(proc_root, key.tgid) != Some(key) {
         Protection::Gone
     } else {
         Protection::Unreadable(e.to_string())
@@ -70,7 +72,7 @@ pub fn check_info(config: &Config, proc_root: &Path, info: &ProcInfo) -> Protect
                     info.key.tgid
                 ));
             }
-            Err(e) => return from_error(&e),
+            Err(e) => return from_error(proc_root, info.key, &e),
         }
     } else {
         None
@@ -97,7 +99,7 @@ pub fn check(config: &Config, proc_root: &Path, key: ProcKey) -> Protection {
     match procscan::read_process(proc_root, key.tgid) {
         Ok(info) if info.key == key => check_info(config, proc_root, &info),
         Ok(_) => Protection::Gone,
-        Err(e) => from_error(&e),
+        Err(e) => from_error(proc_root, key, &e),
     }
 }
 
@@ -116,12 +118,18 @@ mod tests {
         let p = dir.join(pid.to_string());
         std::fs::create_dir_all(&p).unwrap();
         let stat = format!(
-            "{pid} ({comm}) S 1 {pid} {pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 {start} 1000 10 0"
+            "{pid} ({comm}) S 1 {pid} {pid} 0 -1 4194304 100 0 0 0 3 1 0 0 20 0 1 0 {start} \
+             3133440 385 18446744073709551615 1 2 3 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0 4 5 6 \
+             7 8 8 9 0\n"
         );
         std::fs::write(p.join("stat"), stat).unwrap();
         std::fs::write(
             p.join("status"),
-            format!("Name:\t{comm}\nTgid:\t{pid}\nUid:\t0\t0\t0\t0\nVmRSS:\t4 kB\n"),
+            format!(
+                "Name:\t{comm}\nState:\tS (sleeping)\nTgid:\t{tgid}\nPid:\t{pid}\nPPid:\t1\n\
+                 Uid:\t0\t0\t0\t0\nVmRSS:\t4 kB\nThreads:\t1\n",
+                tgid = pid
+            ),
         )
         .unwrap();
         std::fs::write(p.join("cmdline"), format!("{comm}\0")).unwrap();
