@@ -247,7 +247,13 @@ fn a_server_whose_middle_process_exits_stays_attributed_to_its_host() {
         .iter()
         .find(|t| t.members.iter().any(|m| m.pid == node))
         .unwrap_or_else(|| panic!("node {node} in no tree: {:?}", summary(&report)));
-    assert_eq!(t.state, TreeState::Live);
+    assert_eq!(
+        t.state,
+        TreeState::Live,
+        "{:?} {:?}",
+        t.reason,
+        serde_json::to_string(&t.ownership)
+    );
     assert_eq!(t.host.as_ref().map(|h| h.pid), Some(host.pid()));
     assert!(host.ping("s"), "the server still serves its session");
 }

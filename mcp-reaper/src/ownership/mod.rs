@@ -389,19 +389,22 @@ pub fn fd_owners(
             // The candidates are not read again: an unreadable one leaves
             // the walk incomplete as much as any other process would.
             exclude.extend(candidates);
-            let complete = scan.complete()
-                && match fdtable::scan_all(proc_root, &exclude, Some(&missing)) {
-                    Ok(all) => {
-                        scanned += all.processes;
-                        for p in &mut pending {
-                            if p.own.owners.is_empty() {
-                                collect(p, &all);
-                            }
+            // The walk runs even when a candidate was unreadable: an owner
+            // it finds elsewhere still holds the tree (only "nobody holds
+            // it" needs every table read).
+            let walked = match fdtable::scan_all(proc_root, &exclude, Some(&missing)) {
+                Ok(all) => {
+                    scanned += all.processes;
+                    for p in &mut pending {
+                        if p.own.owners.is_empty() {
+                            collect(p, &all);
                         }
-                        all.complete()
                     }
-                    Err(_) => false,
-                };
+                    all.complete()
+                }
+                Err(_) => false,
+            };
+            let complete = scan.complete() && walked;
             // Who still holds the far end inside the tree (sockets only:
             // the root's own pipe end is the same inode).
             let inside = fdtable::scan_pids(

@@ -169,6 +169,20 @@ fn an_unreadable_candidate_makes_the_verdict_unknown() {
 }
 
 #[test]
+fn an_unreadable_candidate_does_not_hide_an_owner_the_walk_finds() {
+    // The parent (a reparented root's PID 1, say) cannot be read, the real
+    // owner is elsewhere: the walk still runs and finds it.
+    for cause in CAUSES {
+        let p = fake_proc(Some(OTHER), Some((PARENT, cause)));
+        assert!(
+            matches!(owner(p.path()), OwnerState::Held { .. }),
+            "parent unreadable by {cause:?}: {:?}",
+            owner(p.path())
+        );
+    }
+}
+
+#[test]
 fn an_unreadable_process_in_the_walk_makes_the_verdict_unknown() {
     for cause in CAUSES {
         let p = fake_proc(None, Some((OTHER, cause)));
