@@ -190,6 +190,10 @@ pub struct MemberResult {
     pub signals: Vec<&'static str>,
     /// Its pidfd reported exit (or it was gone before it could be opened).
     pub exited: bool,
+    /// Its command line (printable, `[comm]` for none) as read when its
+    /// pidfd was verified: the audit record's proof of what was signalled.
+    /// Empty when it was gone before it could be read.
+    pub cmdline: String,
     /// /proc state letter at the end, if it still exists with this key.
     pub state_at_end: Option<char>,
 }
@@ -367,6 +371,7 @@ fn kill_rounds(run: &mut Run<'_>, source: &mut dyn MemberSource, grace_kill: Dur
 struct Target {
     key: ProcKey,
     fd: OwnedFd,
+    cmdline: String,
     signals: Vec<&'static str>,
     exited: bool,
 }
@@ -402,11 +407,12 @@ impl Run<'_> {
                 continue;
             }
             match self.open_verified(key) {
-                Ok(Some(fd)) => {
+                Ok(Some((fd, cmdline))) => {
                     new.push(self.targets.len());
                     self.targets.push(Target {
                         key,
                         fd,
+                        cmdline,
                         signals: Vec::new(),
                         exited: false,
                     });
@@ -420,8 +426,9 @@ impl Run<'_> {
 
     /// A pidfd for `key`, opened first and checked after: a pidfd pins one
     /// process, and if /proc shows the key's start time once the pidfd is
-    /// open, the pidfd is that process. `Ok(None)`: the member is gone.
-    fn open_verified(&mut self, key: ProcKey) -> Result<Option<OwnedFd>, &'static str> {
+    /// open, the pidfd is that process. With it, the process's command line
+    /// as read in that check. `Ok(None)`: the member is gone.
+    fn open_verified(&mut self, key: ProcKey) -> Result<Option<(OwnedFd, String)>, &'static str> {
         let pid = i32::try_from(key.tgid)
             .ok()
             .and_then(Pid::from_raw)
@@ -442,12 +449,18 @@ impl Run<'_> {
                 }
             }
         };
-        match procscan::read_key(self.proc_root, key.tgid) {
-            Some(now) if now == key => Ok(Some(fd)),
-            // The PID is free again, or taken: either way the member is
-            // gone, and the pidfd (dropped here) names something else.
-            None => Ok(None),
-            Some(_) => Err(WHY_REUSED),
+        match procscan::read_process(self.proc_root, key.tgid) {
+            Ok(now) if now.key == key => Ok(Some((fd, procscan::display_cmdline(&now)))),
+            // Taken by another process: the pidfd (dropped here) names it.
+            Ok(_) => Err(WHY_REUSED),
+            // The PID is free again: the member is gone.
+            Err(e) if e.is_vanished() => Ok(None),
+            // Only the cmdline or status could not be read: the stat decides.
+            Err(_) => match procscan::read_key(self.proc_root, key.tgid) {
+                Some(now) if now == key => Ok(Some((fd, String::new()))),
+                None => Ok(None),
+                Some(_) => Err(WHY_REUSED),
+            },
         }
     }
 
@@ -568,14 +581,18 @@ impl Run<'_> {
                 self.refused.push((key, why));
                 continue;
             }
-            let state = procscan::read_process(self.proc_root, key.tgid)
+            let info = procscan::read_process(self.proc_root, key.tgid)
                 .ok()
-                .filter(|p| p.key == key)
-                .map(|p| p.state);
+                .filter(|p| p.key == key);
+            let state = info.as_ref().map(|p| p.state);
             members.push(MemberResult {
                 key,
                 signals: Vec::new(),
                 exited: state.is_none_or(|s| matches!(s, 'Z' | 'X' | 'x')),
+                cmdline: info
+                    .as_ref()
+                    .map(procscan::display_cmdline)
+                    .unwrap_or_default(),
                 state_at_end: state,
             });
         }
@@ -604,6 +621,7 @@ impl Run<'_> {
                 key: t.key,
                 signals: t.signals,
                 exited: t.exited,
+                cmdline: t.cmdline,
                 state_at_end: state,
             });
         }
@@ -612,6 +630,7 @@ impl Run<'_> {
             key,
             signals: Vec::new(),
             exited: true,
+            cmdline: String::new(),
             state_at_end: None,
         }));
         ReapReport {

@@ -158,7 +158,7 @@ impl Reporter {
         rec.members = report
             .members
             .iter()
-            .map(|m| audit::AuditMember::new(m.key.tgid, m.key.start_ticks, ""))
+            .map(|m| audit::AuditMember::new(m.key.tgid, m.key.start_ticks, &m.cmdline))
             .collect();
         rec.signals = report
             .members

@@ -470,6 +470,17 @@ fn a_member_in_a_protected_cgroup_is_never_signalled() {
     );
     assert!(report.refused.contains(&(kept, reaper::WHY_PROTECTED)));
     assert!(!alive(other), "the unprotected member survived");
+    // The record names what was signalled by its command line, read when
+    // its pidfd was verified (the member is dead by the time it is filed).
+    let signalled = |k: ProcKey| report.members.iter().find(|m| m.key == k).cloned();
+    assert_eq!(
+        signalled(other).map(|m| m.cmdline),
+        Some("sleep 7411".to_string())
+    );
+    assert_eq!(
+        signalled(root_key).map(|m| m.cmdline),
+        Some(r#"sh -c "sleep 7411 & sleep 7412 & wait""#.to_string())
+    );
     assert!(!alive(root_key), "the unprotected root survived");
     let _ = root.wait();
     kill_if_same(kept.tgid, kept.start_ticks);
