@@ -116,6 +116,8 @@ pub struct Agent {
     why: String,
     rx: mpsc::Receiver<SourceMsg>,
     reader: JoinHandle<()>,
+    /// When to abort the source (fault injection), if ever.
+    fault_source_stop: Option<std::time::Instant>,
     counters: Arc<SourceCounters>,
     resyncs: u64,
     supervisor: Supervisor,
@@ -318,6 +320,7 @@ impl Agent {
             why,
             rx,
             reader,
+            fault_source_stop: None,
             counters,
             resyncs: 0,
             supervisor,
@@ -628,8 +631,15 @@ impl Agent {
         });
     }
 
-    /// Runs until `shutdown` resolves or the source stops.
-    pub async fn run_until(&mut self, shutdown: impl std::future::Future<Output = ()>) {
+    /// Fault injection (tests, `MCP_REAPER_FAULT_STOP_SOURCE_MS`): the
+    /// event source's task is aborted `after` from now, as if it had died.
+    pub fn inject_source_stop(&mut self, after: Duration) {
+        self.fault_source_stop = Some(std::time::Instant::now() + after);
+    }
+
+    /// Runs until `shutdown` resolves or the source stops. A stopped source
+    /// ends tracking: the caller must not report that as a clean exit.
+    pub async fn run_until(&mut self, shutdown: impl std::future::Future<Output = ()>) -> RunEnd {
         let mut gc = tokio::time::interval(self.opts.gc_interval);
         gc.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut refresh = tokio::time::interval(Duration::from_secs(2));
@@ -640,13 +650,18 @@ impl Agent {
         loop {
             let followup = self.supervisor.next_followup();
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown => return RunEnd::Shutdown,
                 () = sleep_until(followup) => self.supervise_now(),
+                () = sleep_until(self.fault_source_stop) => {
+                    warn!("fault injection: stopping the event source");
+                    self.fault_source_stop = None;
+                    self.reader.abort();
+                }
                 msg = self.rx.recv() => match msg {
                     Some(msg) => self.handle(msg),
                     None => {
-                        warn!("event source stopped");
-                        break;
+                        tracing::error!("event source stopped: nothing is tracked any more");
+                        return RunEnd::SourceStopped;
                     }
                 },
                 Some(done) = self.reap_rx.recv() => self.finish_reap(done),
@@ -743,6 +758,15 @@ impl Drop for Agent {
     fn drop(&mut self) {
         self.reader.abort();
     }
+}
+
+/// Why [`Agent::run_until`] returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunEnd {
+    /// The shutdown future resolved (a signal).
+    Shutdown,
+    /// The event source's task ended: nothing is tracked any more.
+    SourceStopped,
 }
 
 /// The daemon's outward services, each optional.
@@ -900,14 +924,24 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
             _ = term.recv() => info!("SIGTERM: shutting down"),
         }
     };
-    agent.run_until(shutdown).await;
+    if let Some(ms) = std::env::var("MCP_REAPER_FAULT_STOP_SOURCE_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        agent.inject_source_stop(Duration::from_millis(ms));
+    }
+    let end = agent.run_until(shutdown).await;
     let _ = stop_tx.send(true);
     let status = agent.status();
     drop(agent); // detaches the kernel programs
     for t in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
     }
-    reporter.lifecycle(crate::audit::AuditEvent::Shutdown, "signal");
+    let why = match end {
+        RunEnd::Shutdown => "signal",
+        RunEnd::SourceStopped => "event source stopped",
+    };
+    reporter.lifecycle(crate::audit::AuditEvent::Shutdown, why);
     if let Some(a) = reporter.audit.clone() {
         let _ = tokio::task::spawn_blocking(move || a.shutdown()).await;
     }
@@ -919,5 +953,12 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
         resyncs = status.resyncs,
         "stopped; kernel programs detached"
     );
-    Ok(())
+    match end {
+        RunEnd::Shutdown => Ok(()),
+        // Exit non-zero: a service manager restarts a daemon whose source
+        // died (`Restart=on-failure`), instead of it idling unnoticed.
+        RunEnd::SourceStopped => {
+            anyhow::bail!("the event source stopped; exiting so the daemon is restarted")
+        }
+    }
 }
