@@ -959,15 +959,19 @@ impl Supervisor {
                 continue;
             }
             // Confirm once more, right before acting: a host's `release`
-            // too, since the far end may have changed hands since.
-            if decision == Decision::Enforce
-                && (!self.check(root, tracker)
+            // too, since the far end may have changed hands since. An
+            // orphan must still be orphaned; a suspicion an operator chose
+            // to enforce (idle, superseded) must still be that suspicion.
+            if decision == Decision::Enforce {
+                let (was_state, was_reason) = (rec.state, rec.reason.clone());
+                if !self.check(root, tracker)
                     || self
                         .trees
                         .get(&root)
-                        .is_none_or(|t| t.state != TreeState::Orphaned))
-            {
-                continue;
+                        .is_none_or(|t| !still_confirmed(was_state, was_reason.as_deref(), t))
+                {
+                    continue;
+                }
             }
             let members = self.members(root, tracker);
             let Some(rec) = self.trees.get_mut(&root) else {
@@ -1059,6 +1063,17 @@ impl Supervisor {
             .find(|h| h.name == rule)
             .map(|h| h.lineage_fds.clone())
             .unwrap_or_default()
+    }
+}
+
+/// Whether a fresh check (`now`) still confirms the verdict a decision to
+/// enforce was made on (`state`, `reason`): an orphan is still orphaned
+/// (for any ground-truth reason); a suspicion is still the same suspicion.
+fn still_confirmed(state: TreeState, reason: Option<&str>, now: &TreeRecord) -> bool {
+    match state {
+        TreeState::Orphaned => now.state == TreeState::Orphaned,
+        TreeState::Suspect => now.state == TreeState::Suspect && now.reason.as_deref() == reason,
+        TreeState::Live | TreeState::Unknown => false,
     }
 }
 
@@ -1166,6 +1181,70 @@ mod tests {
             released_link: None,
             reaping: false,
             last_decision: None,
+        }
+    }
+
+    #[test]
+    fn enforcing_needs_the_same_verdict_on_the_last_look() {
+        let mut now = record(10, (1, 5), None);
+        let cases = [
+            // (decided on, now, confirmed)
+            (
+                (TreeState::Orphaned, Some("peer-released")),
+                (TreeState::Orphaned, Some("host-exited")),
+                true,
+            ),
+            (
+                (TreeState::Orphaned, Some("peer-released")),
+                (TreeState::Live, None),
+                false,
+            ),
+            (
+                (TreeState::Orphaned, Some("peer-released")),
+                (TreeState::Unknown, Some("scan-incomplete")),
+                false,
+            ),
+            (
+                (TreeState::Suspect, Some("idle")),
+                (TreeState::Suspect, Some("idle")),
+                true,
+            ),
+            (
+                (TreeState::Suspect, Some("superseded")),
+                (TreeState::Suspect, Some("superseded")),
+                true,
+            ),
+            // Used again since the decision, or the newer tree went idle.
+            (
+                (TreeState::Suspect, Some("idle")),
+                (TreeState::Live, None),
+                false,
+            ),
+            (
+                (TreeState::Suspect, Some("superseded")),
+                (TreeState::Suspect, Some("idle")),
+                false,
+            ),
+            (
+                (TreeState::Suspect, Some("idle")),
+                (TreeState::Unknown, Some("x")),
+                false,
+            ),
+            ((TreeState::Live, None), (TreeState::Live, None), false),
+            (
+                (TreeState::Unknown, None),
+                (TreeState::Orphaned, Some("remnant")),
+                false,
+            ),
+        ];
+        for ((was, was_reason), (is, is_reason), want) in cases {
+            now.state = is;
+            now.reason = is_reason.map(str::to_string);
+            assert_eq!(
+                still_confirmed(was, was_reason, &now),
+                want,
+                "{was:?} {was_reason:?} -> {is:?} {is_reason:?}"
+            );
         }
     }
 

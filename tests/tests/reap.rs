@@ -489,3 +489,55 @@ fn silent_sessions_turn_suspect_after_idle_after_and_are_only_reported() {
             .any(|r| r.root.tgid == old.pid && r.decision == Decision::Observe)
     }));
 }
+
+/// An operator who opts in to enforcing the heuristics gets what the config
+/// says: a silent session alone is reaped as `idle`, a silent one beside a
+/// newer one in use as `superseded`; the session in use is never touched.
+#[test]
+fn enforced_idle_and_superseded_are_reaped_and_the_session_in_use_is_not() {
+    if !privileged("enforced_idle_and_superseded_are_reaped_and_the_session_in_use_is_not") {
+        return;
+    }
+    let cfg = Config::from_toml_str(
+        &format!(
+            "{}\nidle_after = \"2s\"\n[policy.actions]\nidle = \"enforce\"\nsuperseded = \"enforce\"\n",
+            host_rule().trim_end()
+        ),
+        "enforce-heuristics",
+    )
+    .unwrap();
+    let daemon = Daemon::start(SourceChoice::Ebpf, cfg);
+    let mut pool = TestHost::start();
+    let mut lonely_host = TestHost::start();
+    let old = pool.spawn("old", Transport::Socket, &[]);
+    let lonely = lonely_host.spawn("lonely", Transport::Socket, &[]);
+    let new = pool.spawn("new", Transport::Socket, &[]);
+    for s in [&old, &lonely, &new] {
+        daemon.wait_tracked_live(s.pid);
+    }
+    let (old_pids, lonely_pids, new_pids) = (
+        server_tree_pids(old.pid),
+        server_tree_pids(lonely.pid),
+        server_tree_pids(new.pid),
+    );
+    pool.silence("old");
+    lonely_host.silence("lonely");
+    // The session in use answers throughout; the silent ones go.
+    let gone = wait_until(Duration::from_secs(30), || {
+        assert!(pool.ping("new"), "the session in use stopped answering");
+        all_gone(&old_pids) && all_gone(&lonely_pids)
+    });
+    assert!(gone, "enforced idle/superseded trees survived");
+    assert!(all_alive(&new_pids), "the session in use was touched");
+    let reaps = daemon.wait_reaps(2);
+    let reason_of = |root: u32| {
+        reaps
+            .iter()
+            .find(|r| r.root.tgid == root)
+            .and_then(|r| r.reason.clone())
+    };
+    assert_eq!(reason_of(old.pid).as_deref(), Some("superseded"));
+    assert_eq!(reason_of(lonely.pid).as_deref(), Some("idle"));
+    assert!(reaps.iter().all(|r| r.root.tgid != new.pid), "{reaps:?}");
+    assert!(pool.ping("new"));
+}
