@@ -118,6 +118,8 @@ pub struct Agent {
     reader: JoinHandle<()>,
     /// When to abort the source (fault injection), if ever.
     fault_source_stop: Option<std::time::Instant>,
+    /// Validated configurations to put in force (SIGHUP).
+    reload_rx: Option<mpsc::Receiver<Arc<Config>>>,
     counters: Arc<SourceCounters>,
     resyncs: u64,
     supervisor: Supervisor,
@@ -321,6 +323,7 @@ impl Agent {
             rx,
             reader,
             fault_source_stop: None,
+            reload_rx: None,
             counters,
             resyncs: 0,
             supervisor,
@@ -631,6 +634,22 @@ impl Agent {
         });
     }
 
+    /// A sender for configurations to put in force while `run_until` runs
+    /// (each already validated: a loader that fails never sends).
+    pub fn reload_sender(&mut self) -> mpsc::Sender<Arc<Config>> {
+        let (tx, rx) = mpsc::channel(4);
+        self.reload_rx = Some(rx);
+        tx
+    }
+
+    /// Puts a reloaded configuration in force (`Supervisor::set_config`):
+    /// new trees, checks and reaps follow it; nothing is reaped because of
+    /// the reload itself.
+    pub fn reload_config(&mut self, config: Arc<Config>) {
+        self.supervisor.set_config(config.clone());
+        self.opts.config = config;
+    }
+
     /// Fault injection (tests, `MCP_REAPER_FAULT_STOP_SOURCE_MS`): the
     /// event source's task is aborted `after` from now, as if it had died.
     pub fn inject_source_stop(&mut self, after: Duration) {
@@ -665,6 +684,10 @@ impl Agent {
                     }
                 },
                 Some(done) = self.reap_rx.recv() => self.finish_reap(done),
+                Some(config) = next_reload(&mut self.reload_rx) => {
+                    self.reload_config(config);
+                    info!("configuration reloaded; grace periods start again");
+                }
                 Some(wake) = next_wake(&mut self.wake_rx) => self.wake(wake),
                 _ = supervise.tick() => self.supervise(),
                 _ = gc.tick() => self.gc(),
@@ -745,6 +768,13 @@ async fn sleep_until(at: Option<std::time::Instant>) {
     }
 }
 
+async fn next_reload(rx: &mut Option<mpsc::Receiver<Arc<Config>>>) -> Option<Arc<Config>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn next_wake(
     rx: &mut Option<mpsc::UnboundedReceiver<crate::stdin_watch::Wake>>,
 ) -> Option<crate::stdin_watch::Wake> {
@@ -770,7 +800,7 @@ pub enum RunEnd {
 }
 
 /// The daemon's outward services, each optional.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Services {
     /// `/metrics`, `/healthz` and `/` (read-only).
     pub listen: Option<std::net::SocketAddr>,
@@ -778,7 +808,13 @@ pub struct Services {
     pub audit: Option<crate::audit::AuditTarget>,
     /// The root-only control socket for `release`.
     pub control_socket: Option<PathBuf>,
+    /// Loads the configuration again on SIGHUP (the file, with the command
+    /// line's overrides); `None`: SIGHUP is acknowledged, nothing reloads.
+    pub reload: Option<ConfigLoader>,
 }
+
+/// How the daemon reads its configuration again (`Services::reload`).
+pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
 /// Answers a control request from the published state.
 fn control_handler(
@@ -841,6 +877,54 @@ fn control_handler(
             }
         }
     })
+}
+
+/// SIGHUP: load the configuration again, validate it, and hand it to the
+/// agent. A configuration that fails is logged and counted
+/// (`mcp_reaper_config_reload_failures_total`), and the one in force stays.
+/// Without a loader (no `--config`), SIGHUP is acknowledged and ignored:
+/// it never ends the daemon.
+async fn reload_on_sighup(
+    loader: Option<ConfigLoader>,
+    tx: mpsc::Sender<Arc<Config>>,
+    metrics: Option<Arc<crate::metrics::Metrics>>,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!("cannot listen for SIGHUP, reload is off: {e}");
+            return;
+        }
+    };
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => return,
+            got = hup.recv() => if got.is_none() { return },
+        }
+        let Some(load) = loader.clone() else {
+            info!("SIGHUP: no configuration file to reload (started without --config)");
+            continue;
+        };
+        match tokio::task::spawn_blocking(move || load()).await {
+            Ok(Ok(config)) => {
+                info!("SIGHUP: configuration valid, putting it in force");
+                if tx.send(Arc::new(config)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Err(e)) => {
+                tracing::error!(
+                    "SIGHUP: configuration rejected, the previous one stays in force:\n{e}"
+                );
+                if let Some(m) = &metrics {
+                    m.config_reload_failed();
+                }
+            }
+            Err(e) => warn!("SIGHUP: the reload task failed: {e}"),
+        }
+    }
 }
 
 /// `mcp-reaper run`: start, run until SIGINT or SIGTERM, shut down cleanly.
@@ -930,6 +1014,13 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
     {
         agent.inject_source_stop(Duration::from_millis(ms));
     }
+    let reload_tx = agent.reload_sender();
+    tasks.push(tokio::spawn(reload_on_sighup(
+        services.reload.clone(),
+        reload_tx,
+        reporter.metrics.clone(),
+        stopped(stop_rx.clone()),
+    )));
     let end = agent.run_until(shutdown).await;
     let _ = stop_tx.send(true);
     let status = agent.status();

@@ -243,6 +243,19 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
     if args.dry_run {
         config.policy.dry_run = true;
     }
+    // SIGHUP reads the same file again, with the same command-line
+    // overrides on top.
+    let reload: Option<daemon::ConfigLoader> = args.config.clone().map(|path| {
+        let dry_run = args.dry_run;
+        let load: daemon::ConfigLoader = std::sync::Arc::new(move || {
+            let mut c = config::Config::load(&path).map_err(|e| e.to_string())?;
+            if dry_run {
+                c.policy.dry_run = true;
+            }
+            Ok(c)
+        });
+        load
+    });
     let opts = AgentOptions {
         source: args.source,
         ebpf: EbpfOptions {
@@ -292,6 +305,7 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
         listen,
         audit,
         control_socket,
+        reload,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

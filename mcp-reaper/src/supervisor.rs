@@ -229,6 +229,20 @@ impl Supervisor {
         }
     }
 
+    /// Puts a reloaded configuration in force. New rules apply to what is
+    /// classified from now on; every running grace or suspicion clock starts
+    /// again, so a reload never reaps anything at the moment it lands (a
+    /// policy that now enforces waits a full grace period first).
+    pub fn set_config(&mut self, config: Arc<Config>) {
+        self.config = config;
+        let now = Instant::now();
+        for t in self.trees.values_mut() {
+            if t.orphan_since.is_some() {
+                t.orphan_since = Some(now);
+            }
+        }
+    }
+
     pub fn trees(&self) -> impl Iterator<Item = &TreeRecord> {
         self.trees.values()
     }
