@@ -48,6 +48,9 @@ pub struct AgentOptions {
     pub supervise_interval: Duration,
     /// Audit log and metrics (both optional).
     pub reporter: Reporter,
+    /// Where reaps record what they stopped (`stopped`), so a restart after
+    /// a death mid-reap continues them first; `None`: not recorded.
+    pub state_dir: Option<PathBuf>,
 }
 
 impl Default for AgentOptions {
@@ -62,6 +65,7 @@ impl Default for AgentOptions {
             config: Arc::new(Config::default()),
             supervise_interval: Duration::from_millis(50),
             reporter: Reporter::default(),
+            state_dir: None,
         }
     }
 }
@@ -178,6 +182,21 @@ impl Agent {
     /// poll source runs instead.
     pub fn start(mut opts: AgentOptions) -> anyhow::Result<Self> {
         raise_fd_limit();
+        // Before anything else: a previous run that died mid-reap may have
+        // left members stopped. Continue exactly those.
+        if let Some(dir) = &opts.state_dir {
+            for (key, what) in crate::stopped::recover(dir, &opts.proc_root) {
+                match what {
+                    crate::stopped::Recovered::Continued => {
+                        warn!(%key, "continued a process a previous run stopped mid-reap");
+                    }
+                    crate::stopped::Recovered::Failed => {
+                        warn!(%key, "could not continue a process a previous run stopped");
+                    }
+                    crate::stopped::Recovered::Running | crate::stopped::Recovered::Gone => {}
+                }
+            }
+        }
         let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let counters = Arc::new(SourceCounters::default());
         // Whether the per-tree stdin watches can run here; it decides the
@@ -568,6 +587,9 @@ impl Agent {
         let plan = ReapPlan {
             never: self.supervisor.never_touch(),
             grace_term: self.opts.config.policy.kill_after,
+            stop_log: self.opts.state_dir.clone(),
+            fault_die_after_stop: std::env::var_os("MCP_REAPER_FAULT_DIE_AFTER_STOP")
+                .is_some_and(|v| v == "1"),
             proc_root: self.opts.proc_root.clone(),
             ..ReapPlan::new(action.root, action.members.clone())
         };
@@ -885,18 +907,12 @@ fn control_handler(
 /// Without a loader (no `--config`), SIGHUP is acknowledged and ignored:
 /// it never ends the daemon.
 async fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
     loader: Option<ConfigLoader>,
     tx: mpsc::Sender<Arc<Config>>,
     metrics: Option<Arc<crate::metrics::Metrics>>,
     stop: impl std::future::Future<Output = ()>,
 ) {
-    let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!("cannot listen for SIGHUP, reload is off: {e}");
-            return;
-        }
-    };
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -991,6 +1007,21 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
             anyhow::bail!("control socket: {e}");
         }
     }
+    // SIGHUP is handled from before `ready`: its default action would end
+    // the daemon.
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(hup) => {
+            let reload_tx = agent.reload_sender();
+            tasks.push(tokio::spawn(reload_on_sighup(
+                hup,
+                services.reload.clone(),
+                reload_tx,
+                reporter.metrics.clone(),
+                stopped(stop_rx.clone()),
+            )));
+        }
+        Err(e) => warn!("cannot listen for SIGHUP, reload is off: {e}"),
+    }
     reporter.lifecycle(crate::audit::AuditEvent::Startup, agent.source_reason());
     info!(source = %agent.active_source(), reason = agent.source_reason(), "ready");
     let shutdown = async {
@@ -1014,13 +1045,6 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
     {
         agent.inject_source_stop(Duration::from_millis(ms));
     }
-    let reload_tx = agent.reload_sender();
-    tasks.push(tokio::spawn(reload_on_sighup(
-        services.reload.clone(),
-        reload_tx,
-        reporter.metrics.clone(),
-        stopped(stop_rx.clone()),
-    )));
     let end = agent.run_until(shutdown).await;
     let _ = stop_tx.send(true);
     let status = agent.status();

@@ -43,6 +43,7 @@ pub mod report;
 pub mod scan;
 pub mod source;
 pub mod stdin_watch;
+pub mod stopped;
 pub mod supervisor;
 pub mod tracker;
 pub mod trees;

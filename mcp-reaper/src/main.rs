@@ -195,6 +195,11 @@ struct RunArgs {
     /// The root-only control socket for `release`, or `off`.
     #[arg(long, default_value = mcp_reaper::control::DEFAULT_SOCKET, value_name = "PATH|off")]
     control_socket: String,
+
+    /// Where a reap records the processes it stops, so that a daemon killed
+    /// mid-reap continues them at its next start; `off` records nothing.
+    #[arg(long, default_value = "/run/mcp-reaper", value_name = "DIR|off")]
+    state_dir: String,
 }
 
 #[derive(clap::Args, Debug)]
@@ -271,6 +276,7 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
         },
         proc_root: args.proc_root,
         config: std::sync::Arc::new(config),
+        state_dir: (args.state_dir != "off").then(|| PathBuf::from(&args.state_dir)),
         ..AgentOptions::default()
     };
     let listen = match args.listen.as_deref() {

@@ -82,6 +82,13 @@ pub struct ReapPlan {
     pub dry_run: bool,
     /// The /proc of the reaper's PID namespace (identity checks).
     pub proc_root: PathBuf,
+    /// The state directory where what is stopped is recorded before it is
+    /// stopped (`stopped::StopLog`); `None`: not recorded.
+    pub stop_log: Option<PathBuf>,
+    /// Fault injection (tests, `MCP_REAPER_FAULT_DIE_AFTER_STOP=1`): the
+    /// process running the reap dies by SIGKILL right after the first
+    /// SIGSTOP, as a daemon killed mid-reap would.
+    pub fault_die_after_stop: bool,
 }
 
 impl ReapPlan {
@@ -96,6 +103,8 @@ impl ReapPlan {
             grace_kill: DEFAULT_GRACE_KILL,
             dry_run: false,
             proc_root: PathBuf::from("/proc"),
+            stop_log: None,
+            fault_die_after_stop: false,
         }
     }
 }
@@ -306,6 +315,10 @@ pub fn reap(
         policy_refused: 0,
         signals_sent: 0,
         raised_nofile: false,
+        stop_log: plan
+            .stop_log
+            .as_deref()
+            .map(|dir| crate::stopped::StopLog::for_reap(dir, plan.root)),
     };
     if plan.dry_run {
         initial.extend(source.current_members());
@@ -316,6 +329,10 @@ pub fn reap(
     let first = run.admit(initial);
     run.signal(&first, Signal::STOP, "SIGSTOP");
     run.settle_stopped(&first);
+    if plan.fault_die_after_stop {
+        tracing::warn!("fault injection: dying mid-reap, the tree stopped");
+        let _ = rustix::process::kill_process(rustix::process::getpid(), Signal::KILL);
+    }
     run.collect_stopped(source);
 
     // Polite request: TERM while stopped, then CONT, so every member sees
@@ -335,6 +352,9 @@ pub fn reap(
     }
 
     let killed = kill_rounds(&mut run, source, plan.grace_kill);
+    if let Some(log) = &run.stop_log {
+        log.finish();
+    }
     run.finish(killed, started)
 }
 
@@ -388,6 +408,7 @@ struct Run<'a> {
     policy_refused: usize,
     signals_sent: u32,
     raised_nofile: bool,
+    stop_log: Option<crate::stopped::StopLog>,
 }
 
 impl Run<'_> {
@@ -465,6 +486,22 @@ impl Run<'_> {
     }
 
     fn signal(&mut self, idx: &[usize], sig: Signal, name: &'static str) {
+        // What is stopped is recorded first, so that a death before SIGCONT
+        // is undone by the next start. Unrecorded, nothing is stopped.
+        if sig == Signal::STOP
+            && let Some(log) = &self.stop_log
+        {
+            let keys: Vec<ProcKey> = idx
+                .iter()
+                .filter_map(|&i| self.targets.get(i))
+                .filter(|t| !t.exited)
+                .map(|t| t.key)
+                .collect();
+            if let Err(e) = log.record(&keys) {
+                tracing::warn!(error = %e, "cannot record what is stopped; not stopping");
+                return;
+            }
+        }
         for &i in idx {
             let Some(t) = self.targets.get_mut(i) else {
                 continue;

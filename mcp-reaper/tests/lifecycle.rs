@@ -6,6 +6,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::{
     process::{Command, Stdio},
     time::{Duration, Instant},
@@ -60,6 +62,7 @@ fn a_dead_event_source_exits_non_zero() {
     if !privileged("a_dead_event_source_exits_non_zero") {
         return;
     }
+    let _serial = common::serial();
     for source in ["ebpf", "poll"] {
         let (code, err) = run_with_dying_source(source);
         assert_eq!(code, Some(1), "{source}: {err}");
@@ -128,6 +131,7 @@ fn sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid() {
     if !privileged("sighup_reloads_a_valid_config_and_keeps_the_old_one_when_invalid") {
         return;
     }
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     let observe = format!(
@@ -203,6 +207,7 @@ fn sighup_without_a_config_file_does_not_end_the_daemon() {
     if !privileged("sighup_without_a_config_file_does_not_end_the_daemon") {
         return;
     }
+    let _serial = common::serial();
     let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"))
         .args([
             "run",

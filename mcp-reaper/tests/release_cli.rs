@@ -38,6 +38,7 @@ fn release_by_owner_fd_and_by_session_reaps_exactly_those_trees() {
     if !privileged("release_by_owner_fd_and_by_session_reaps_exactly_those_trees") {
         return;
     }
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_toml()).unwrap();
@@ -122,6 +123,7 @@ fn a_release_naming_a_reused_fd_number_reaps_only_the_tree_behind_it() {
     if !privileged("a_release_naming_a_reused_fd_number_reaps_only_the_tree_behind_it") {
         return;
     }
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_toml()).unwrap();
@@ -171,6 +173,7 @@ fn a_release_naming_a_recycled_host_pid_reaps_nothing() {
     if !privileged("a_release_naming_a_recycled_host_pid_reaps_nothing") {
         return;
     }
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_toml()).unwrap();
@@ -215,6 +218,7 @@ fn scan_shows_the_daemons_idle_verdict_and_nothing_is_reaped() {
     if !privileged("scan_shows_the_daemons_idle_verdict_and_nothing_is_reaped") {
         return;
     }
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, format!("{}idle_after = \"2s\"\n", config_toml())).unwrap();

@@ -1,5 +1,7 @@
 //! Restart safety with the real binary: `kill -9` of the daemon between a
-//! release and its reap loses nothing and kills nothing live. Needs root.
+//! release and its reap loses nothing and kills nothing live; a daemon
+//! killed mid-reap, its tree stopped, continues that tree at its next start
+//! (and only it). Needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::start_daemon;
+use common::{start_daemon, start_daemon_with};
 
 use mcp_reaper_tests::{
     host::{TestHost, Transport, host_config, is_alive, server_tree_pids},
@@ -25,6 +27,7 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
     if !privileged("kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only") {
         return;
     }
+    let _serial = common::serial();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, config_toml()).unwrap();
@@ -60,4 +63,90 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
     assert!(host.ping("live"));
     assert!(is_alive(host.pid()));
     daemon.kill_9();
+}
+
+/// The stat state letter of `pid`, if it exists.
+fn state_of(pid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.get(stat.rfind(')')? + 2..)?.chars().next()
+}
+
+/// The daemon dies (fault injection: SIGKILL) right after stopping a
+/// released tree, leaving it frozen. The next start continues exactly the
+/// processes the dead run recorded, before anything else, and the tree is
+/// then reaped as still orphaned. A process the operator stopped stays
+/// stopped.
+#[test]
+fn a_death_between_sigstop_and_sigcont_leaves_no_tree_frozen() {
+    if !privileged("a_death_between_sigstop_and_sigcont_leaves_no_tree_frozen") {
+        return;
+    }
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, host_config("1s", "1s")).unwrap();
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("7431")
+        .spawn()
+        .unwrap();
+    // SAFETY: kill(2) of our own unreaped child.
+    unsafe { libc::kill(bystander.id() as i32, libc::SIGSTOP) };
+    let mut dying = start_daemon_with(&config, &[], &[("MCP_REAPER_FAULT_DIE_AFTER_STOP", "1")]);
+    let mut host = TestHost::start();
+    let s = host.spawn("s", Transport::Socket, &[]);
+    let pids = server_tree_pids(s.pid);
+    std::thread::sleep(Duration::from_secs(1));
+    host.close_stdin("s");
+    let died = wait_until(Duration::from_secs(20), || {
+        dying.child.try_wait().unwrap().is_some()
+    });
+    assert!(
+        died,
+        "the fault never fired: the daemon did not die mid-reap"
+    );
+    assert!(
+        pids.iter().all(|p| state_of(*p) == Some('T')),
+        "precondition: the dead daemon left the tree stopped: {:?}",
+        pids.iter().map(|p| state_of(*p)).collect::<Vec<_>>()
+    );
+    assert!(
+        std::fs::read_dir(dir.path().join("state/stopped"))
+            .unwrap()
+            .count()
+            == 1,
+        "the dead reap left its record"
+    );
+
+    let _daemon = start_daemon(&config);
+    assert!(
+        wait_until(Duration::from_secs(20), || pids.iter().all(|p| state_of(
+            *p
+        ) != Some(
+            'T'
+        ))),
+        "the restarted daemon left the tree frozen"
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || pids
+            .iter()
+            .all(|p| !is_alive(*p))),
+        "the still-orphaned tree was not reaped after the restart"
+    );
+    assert_eq!(
+        state_of(bystander.id()),
+        Some('T'),
+        "a process the daemon never stopped was continued"
+    );
+    // The second reap's own record goes when that reap has ended.
+    assert!(
+        wait_until(Duration::from_secs(10), || std::fs::read_dir(
+            dir.path().join("state/stopped")
+        )
+        .unwrap()
+        .count()
+            == 0),
+        "a record outlived its reap"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
 }

@@ -8,6 +8,19 @@ use std::{
     time::Duration,
 };
 
+/// One daemon-running test at a time in a test binary: two daemons would
+/// see (and act on) each other's trees, such as a release one test made
+/// while its own daemon is down on purpose. Each such test holds this for
+/// its whole run.
+static ONE_DAEMON: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Holds the one-daemon lock for a test that starts daemons its own way.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_DAEMON
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// A running daemon, killed and waited for on drop.
 pub struct DaemonProcess {
     pub child: Child,
@@ -35,13 +48,30 @@ impl Drop for DaemonProcess {
 // The returned value kills and waits for the daemon when dropped.
 #[allow(clippy::zombie_processes)]
 pub fn start_daemon(config: &Path) -> DaemonProcess {
+    start_daemon_with(config, &[], &[])
+}
+
+/// As [`start_daemon`], with more arguments and environment variables. The
+/// state directory is next to the config file unless `args` names one.
+#[allow(clippy::zombie_processes)]
+pub fn start_daemon_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> DaemonProcess {
     let socket = config.with_file_name("control.sock");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"))
-        .args(["run", "--source", "ebpf", "--log-format", "json"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcp-reaper"));
+    // Its own process group, as under a service manager: its death must not
+    // orphan the test's group, or the kernel would SIGHUP and SIGCONT every
+    // stopped process in it.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.args(["run", "--source", "ebpf", "--log-format", "json"])
         .args(["--listen", "off", "--control-socket"])
         .arg(&socket)
         .arg("--config")
-        .arg(config)
+        .arg(config);
+    if !args.contains(&"--state-dir") {
+        cmd.arg("--state-dir").arg(config.with_file_name("state"));
+    }
+    let mut child = cmd
+        .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -54,7 +84,13 @@ pub fn start_daemon(config: &Path) -> DaemonProcess {
             .expect("daemon logs ready");
         if line.contains("\"ready\"") {
             // Keep draining in the background.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
+            std::thread::spawn(move || {
+                while let Ok(l) = rx.recv() {
+                    if std::env::var_os("MCP_REAPER_TEST_DAEMON_LOG").is_some() {
+                        eprintln!("daemon: {l}");
+                    }
+                }
+            });
             return DaemonProcess { child, socket };
         }
     }
