@@ -46,6 +46,31 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     after.split(' ').nth(19)?.parse().ok()
 }
 
+/// Starts a process on exactly `pid`, a PID that is free now: before each
+/// `spawn`, /proc/sys/kernel/ns_last_pid is set to `pid - 1`, and a child
+/// that landed elsewhere (other processes on the machine fork too) is
+/// killed and reaped before the next try. Panics when ns_last_pid cannot
+/// be written or all `tries` miss: a test that needs a reused PID cannot
+/// do its job without one.
+pub fn spawn_on_pid(
+    pid: u32,
+    tries: usize,
+    mut spawn: impl FnMut() -> std::process::Child,
+) -> std::process::Child {
+    assert!(pid > 1, "cannot steer onto pid {pid}");
+    for _ in 0..tries {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .unwrap_or_else(|e| panic!("cannot write /proc/sys/kernel/ns_last_pid: {e}"));
+        let mut child = spawn();
+        if child.id() == pid {
+            return child;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("no process landed on pid {pid} in {tries} tries");
+}
+
 /// Sends SIGKILL to `pid` if it still has the start time `start`.
 pub fn kill_if_same(pid: u32, start: u64) {
     if start_ticks(pid) == Some(start) {
