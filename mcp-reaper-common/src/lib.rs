@@ -75,10 +75,19 @@ pub mod watch {
 /// Length of a kernel task comm (`TASK_COMM_LEN`).
 pub const COMM_LEN: usize = 16;
 
+/// Nanoseconds per clock tick at USER_HZ = 100, the unit of field 22 of
+/// /proc/PID/stat. Process identity is compared at this granularity on
+/// both sides: the kernel's `start_boottime / NS_PER_TICK` is exactly that
+/// field, and userspace writes start times as `ticks * NS_PER_TICK`.
+pub const NS_PER_TICK: u64 = 10_000_000;
+
 /// Value of the in-kernel watch map (key: tgid as `u32`).
 ///
-/// The kernel deletes an entry when its process exits, so a reused PID never
-/// inherits a stale entry.
+/// A tgid alone does not name a process (PIDs are reused), so every entry
+/// also names the process it was written for (`self_start_ns`). A program
+/// that finds an entry whose `self_start_ns` does not match the task's own
+/// start (compared in ticks, `/ NS_PER_TICK`) treats the task as unwatched:
+/// the entry was left for an earlier holder of the PID.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WatchEntry {
@@ -86,8 +95,12 @@ pub struct WatchEntry {
     pub root_tgid: u32,
     /// `watch::*` bits.
     pub flags: u32,
-    /// Start time of the tree's root (boot-time ns, `task->start_boottime`).
+    /// Start time of the tree's root (boot-time ns, `task->start_boottime`
+    /// of its thread-group leader).
     pub root_start_ns: u64,
+    /// Start time of the watched process itself, same clock and unit as
+    /// `root_start_ns` (userspace writes `start_ticks * NS_PER_TICK`).
+    pub self_start_ns: u64,
 }
 
 /// One process event (exec, fork or exit). All three kinds share this
@@ -288,8 +301,11 @@ pub mod counter {
     pub const LOST: u32 = 0;
     /// Kernel reads (probe_read) that failed; the event was skipped.
     pub const READ_ERRORS: u32 = 1;
+    /// Forked children of watched processes the watch map had no room for:
+    /// their lineage is not kept in the kernel.
+    pub const WATCH_FULL: u32 = 2;
     /// Number of counters.
-    pub const COUNT: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// Ring-buffer fill level (bytes) above which a submit wakes the reader at
@@ -317,7 +333,7 @@ mod tests {
 
     #[test]
     fn layouts_have_no_implicit_padding() {
-        assert_eq!(size_of::<WatchEntry>(), 4 + 4 + 8);
+        assert_eq!(size_of::<WatchEntry>(), 4 + 4 + 8 + 8);
         assert_eq!(
             size_of::<ProcEvent>(),
             4 + 4 + 8 + 4 + 4 + 8 + 8 + size_of::<WatchEntry>() + COMM_LEN

@@ -1,7 +1,7 @@
 //! A watched host releasing a descriptor, and its raw entry point.
 //!
 //! Owns: for close, close_range, dup2 and dup3 by a process whose watch
-//! entry has `watch::HOST`, reporting which AF_UNIX socket or pipe is about
+//! entry has `watch::HOST` and names this very process, reporting which AF_UNIX socket or pipe is about
 //! to be closed, its peer, and whether this close drops the file's last
 //! reference (`host_close`). close_range is reported as a range, not
 //! walked. A host's exec drops its close-on-exec descriptors: EXEC already
@@ -15,13 +15,16 @@
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid, macros::raw_tracepoint, programs::RawTracePointContext,
 };
-use mcp_reaper_common::{CLOSE_RANGE_CLOEXEC, close_flag, close_kind, counter, kind, watch};
+use mcp_reaper_common::{
+    CLOSE_RANGE_CLOEXEC, WatchEntry, close_flag, close_kind, counter, kind, watch::HOST,
+};
 
 use crate::{
     events::emit_close,
     files::{Target, closing},
     maps::{CLOSE_SYSCALLS, FILE_OFFSETS, OFFSETS, STDIO_INODES, WATCH, count},
     task::{Task, read},
+    watch,
 };
 
 /// The close-family syscall being entered.
@@ -61,19 +64,24 @@ pub fn sys_enter(ctx: RawTracePointContext) -> i32 {
 #[inline(always)]
 pub fn host_close(call: Call, arg: impl Fn(usize) -> Result<u32, i32>) {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    // SAFETY: map lookup; the flags are copied out at once.
-    let Some(flags) = (unsafe { WATCH.get(tgid) }).map(|w| w.flags) else {
+    // SAFETY: map lookup; the entry is copied out at once.
+    let Some(entry) = (unsafe { WATCH.get(tgid) }).copied() else {
         return;
     };
-    if flags & watch::HOST == 0 {
+    if entry.flags & HOST == 0 {
         return;
     }
-    if try_close(call, tgid, arg).is_err() {
+    if try_close(call, tgid, &entry, arg).is_err() {
         count(counter::READ_ERRORS);
     }
 }
 
-fn try_close(call: Call, tgid: u32, arg: impl Fn(usize) -> Result<u32, i32>) -> Result<(), i32> {
+fn try_close(
+    call: Call,
+    tgid: u32,
+    entry: &WatchEntry,
+    arg: impl Fn(usize) -> Result<u32, i32>,
+) -> Result<(), i32> {
     let o = FILE_OFFSETS.load();
     let to = OFFSETS.load();
     if o.valid == 0 || to.valid == 0 {
@@ -81,6 +89,9 @@ fn try_close(call: Call, tgid: u32, arg: impl Fn(usize) -> Result<u32, i32>) -> 
     }
     let task = Task::current();
     let start_ns = task.process_start_ns(&to)?;
+    if !watch::names(entry, start_ns) {
+        return Ok(()); // the entry was left for an earlier holder of the PID
+    }
     let (fd, via_dup) = match call {
         Call::Close => (arg(0)?, 0),
         Call::Dup => {

@@ -1,8 +1,10 @@
 //! `raw_tp/sched_process_exec`: every exec on the host.
 //!
 //! Owns: reporting each successful exec with the process identity and its
-//! parent, so userspace can find hosts and servers by what they run.
-//! Must never: change the watch map (userspace decides what to watch).
+//! parent, so userspace can find hosts and servers by what they run, with
+//! the process's watch entry when it names this very process.
+//! Must never: change the watch map (userspace decides what to watch), or
+//! report an entry left for an earlier holder of the PID.
 
 use aya_ebpf::{
     helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext,
@@ -11,8 +13,9 @@ use mcp_reaper_common::{counter, kind};
 
 use crate::{
     events::emit,
-    maps::{OFFSETS, WATCH, count},
+    maps::{OFFSETS, count},
     task::Task,
+    watch,
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exec")]
@@ -37,8 +40,9 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
     let parent = task.real_parent(&o)?;
     let ppid = parent.tgid(&o)?;
     let parent_start = parent.process_start_ns(&o)?;
-    // SAFETY: map lookup; the value is copied out at once.
-    let watch = unsafe { WATCH.get(tgid) }.copied().unwrap_or_default();
+    // An entry for an earlier holder of the PID is ignored, not deleted:
+    // userspace may be writing this process's own entry right now.
+    let watch = watch::lookup(tgid, start).unwrap_or_default();
     let comm = bpf_get_current_comm()?;
     emit(|ev| {
         ev.kind = kind::EXEC;

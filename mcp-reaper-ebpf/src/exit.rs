@@ -1,8 +1,10 @@
 //! `raw_tp/sched_process_exit`: the end of a watched process.
 //!
 //! Owns: reporting the exit of the last thread of a watched process and
-//! removing it from the watch map, so a reused PID never inherits a watch.
-//! Must never: report thread exits, or exits of unwatched processes.
+//! removing its tgid from the watch map (also an entry left there for an
+//! earlier holder of the PID), so a reused PID never inherits a watch.
+//! Must never: report thread exits, or exits of unwatched processes (an
+//! entry that names another process does not make this one watched).
 
 use aya_ebpf::{macros::raw_tracepoint, programs::RawTracePointContext};
 use mcp_reaper_common::{counter, kind};
@@ -11,6 +13,7 @@ use crate::{
     events::emit,
     maps::{OFFSETS, WATCH, count},
     task::Task,
+    watch,
 };
 
 #[raw_tracepoint(tracepoint = "sched_process_exit")]
@@ -40,8 +43,13 @@ fn try_exit(ctx: &RawTracePointContext) -> Result<(), i32> {
     let Some(watch) = (unsafe { WATCH.get(tgid) }).copied() else {
         return Ok(());
     };
+    // Deleted whoever it names: this tgid's holder is exiting, and no later
+    // process can hold the PID before this exit completes.
     let _ = WATCH.remove(tgid);
     let start = task.process_start_ns(&o)?;
+    if !watch::names(&watch, start) {
+        return Ok(()); // left for an earlier holder: this one was unwatched
+    }
     let exit_code = task.exit_code(&o)?;
     let comm = task.comm(&o)?;
     emit(|ev| {

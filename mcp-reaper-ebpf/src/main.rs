@@ -22,6 +22,7 @@ mod fork;
 mod maps;
 mod release;
 mod task;
+mod watch;
 
 #[cfg(not(test))]
 #[panic_handler]

@@ -21,7 +21,9 @@ use mcp_reaper_common::{
 pub static EVENTS: RingBuf = RingBuf::with_byte_size(1 << 20, 0);
 
 /// Watched processes: tgid -> tree. Written by userspace to mark hosts and
-/// tree roots, extended here on fork, pruned here on exit.
+/// tree roots, extended here on fork, pruned here on exit. Each entry names
+/// its process (`self_start_ns`); read it through `watch`, which ignores an
+/// entry left for an earlier holder of the PID.
 #[map]
 pub static WATCH: HashMap<u32, WatchEntry> = HashMap::with_max_entries(65_536, 0);
 

@@ -1,12 +1,13 @@
 //! The agent behind `mcp-reaper run`.
 //!
 //! Owns: starting the chosen event source, seeding the tracker from /proc,
-//! feeding it events, resyncing after any loss, periodic garbage
+//! feeding it events, resyncing after any loss or gap in lineage (a watch
+//! not written, a kernel event skipped), periodic garbage
 //! collection, and a clean shutdown (dropping the eBPF source detaches
 //! every program). `Agent` is also the library entry point the integration
 //! tests drive.
 //! Must never: let anything act on the process table while it is degraded
-//! (lost events not yet reconciled with /proc).
+//! (lost events or lineage gaps not yet reconciled with /proc).
 
 use std::{path::PathBuf, sync::Arc, time::Duration};
 
@@ -17,7 +18,7 @@ use tracing::{debug, info, warn};
 
 use crate::{
     config::Config,
-    event::SourceMsg,
+    event::{GapCause, SourceMsg},
     policy::Decision,
     procscan,
     reaper::{self, ReapPlan, ReapReport},
@@ -126,6 +127,10 @@ pub struct Agent {
     reload_rx: Option<mpsc::Receiver<Arc<Config>>>,
     counters: Arc<SourceCounters>,
     resyncs: u64,
+    /// When a resync is due after a gap in lineage.
+    gap_resync_at: Option<std::time::Instant>,
+    /// When the last resync started.
+    last_gap_resync: Option<std::time::Instant>,
     supervisor: Supervisor,
     reap_tx: mpsc::UnboundedSender<ReapDone>,
     reap_rx: mpsc::UnboundedReceiver<ReapDone>,
@@ -162,6 +167,9 @@ fn raise_fd_limit() {
         }
     }
 }
+
+/// Least time between two resyncs after gaps in lineage.
+const GAP_RESYNC_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How old a member's RSS and PSS may be in /metrics.
 const MEMORY_MAX_AGE: Duration = Duration::from_secs(30);
@@ -345,6 +353,8 @@ impl Agent {
             reload_rx: None,
             counters,
             resyncs: 0,
+            gap_resync_at: None,
+            last_gap_resync: None,
             supervisor,
             reap_tx,
             reap_rx,
@@ -433,17 +443,59 @@ impl Agent {
                 self.tracker.mark_lost(n);
                 self.resync();
             }
+            SourceMsg::Gap(cause, n) => self.lineage_gap(cause, n, true),
         }
     }
 
-    /// Makes the table agree with /proc again and clears the degraded flag.
-    pub fn resync(&mut self) {
-        // Events queued before the resync describe the past: apply them
-        // first so the snapshot, which is newer, has the last word.
-        while let Ok(SourceMsg::Event(ev)) = self.rx.try_recv() {
-            self.tracker.apply(&ev);
-            self.supervisor.observe(&ev, &self.tracker);
+    /// Lineage may be incomplete (`n` times `cause`): nothing is reaped
+    /// until a resync proves the table again. `resync_later`: schedule
+    /// that resync (a gap found by a resync itself is retried after
+    /// `GAP_RESYNC_INTERVAL`, not at once, so a watch map that stays full
+    /// keeps the daemon degraded without rescanning /proc in a loop).
+    fn lineage_gap(&mut self, cause: GapCause, n: u64, resync_later: bool) {
+        warn!(
+            cause = cause.as_str(),
+            n, "lineage may be incomplete; degraded until a resync"
+        );
+        self.tracker.mark_gap(n);
+        if let Some(m) = &self.opts.reporter.metrics {
+            m.lineage_gap(cause, n);
         }
+        if resync_later && self.gap_resync_at.is_none() {
+            let earliest = self
+                .last_gap_resync
+                .map_or_else(std::time::Instant::now, |t| t + GAP_RESYNC_INTERVAL);
+            self.gap_resync_at = Some(earliest.max(std::time::Instant::now()));
+        }
+    }
+
+    /// Gaps the supervisor found writing watches (they degrade the table).
+    fn take_watch_gaps(&mut self, resync_later: bool) {
+        for cause in self.supervisor.take_gaps() {
+            self.lineage_gap(cause, 1, resync_later);
+        }
+    }
+
+    /// Makes the table agree with /proc again, writes every missing watch
+    /// of the trees' live members and the hosts, and clears the degraded
+    /// flag unless a watch could not be written (then another resync
+    /// follows after `GAP_RESYNC_INTERVAL`).
+    pub fn resync(&mut self) {
+        // Messages queued before the resync describe the past: apply them
+        // first so the snapshot, which is newer, has the last word. Losses
+        // and gaps among them are counted; this resync covers them.
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                SourceMsg::Event(ev) => {
+                    self.tracker.apply(&ev);
+                    self.supervisor.observe(&ev, &self.tracker);
+                }
+                SourceMsg::Lost(n) => self.tracker.mark_lost(n),
+                SourceMsg::Gap(cause, n) => self.lineage_gap(cause, n, false),
+            }
+        }
+        self.gap_resync_at = None;
+        self.last_gap_resync = Some(std::time::Instant::now());
         let snapshot = procscan::snapshot(&self.opts.proc_root);
         if let Some(e) = &snapshot.error {
             // Stay degraded: a partial table must not clear the flag.
@@ -453,6 +505,10 @@ impl Agent {
         self.tracker.resync(&snapshot.procs);
         self.supervisor
             .seed(&snapshot.procs, &self.tracker, self.ebpf.as_mut());
+        if let Some(src) = self.ebpf.as_mut() {
+            self.supervisor.rewatch(&self.tracker, src);
+        }
+        self.take_watch_gaps(true);
         self.resyncs += 1;
         if let Some(m) = &self.opts.reporter.metrics {
             m.resync();
@@ -505,6 +561,12 @@ impl Agent {
     /// It also hands the kernel the trees' stdio inodes, whose closes are
     /// worth an immediate wake-up.
     pub fn supervise(&mut self) {
+        if self
+            .gap_resync_at
+            .is_some_and(|at| at <= std::time::Instant::now())
+        {
+            self.resync();
+        }
         self.supervisor.reconcile_step();
         self.supervise_now();
         if let Some(src) = self.ebpf.as_mut()
@@ -526,6 +588,7 @@ impl Agent {
         }
         self.supervisor
             .classify_pending(&self.tracker, self.ebpf.as_mut());
+        self.take_watch_gaps(true);
         let degraded = self.tracker.degraded();
         let actions = self.supervisor.tick(&self.tracker, degraded);
         for (record, members) in self.supervisor.take_detected() {
@@ -539,7 +602,17 @@ impl Agent {
                 && procscan::is_alive(&self.opts.proc_root, owner)
                 && let Err(e) = src.watch_host(owner)
             {
-                tracing::debug!("cannot watch owner {owner}: {e:#}");
+                warn!("cannot watch owner {owner}: {e:#}");
+                self.lineage_gap(e.cause(), 1, true);
+            }
+        }
+        // Watches of forgotten trees: every member is gone; an entry that
+        // still names one of them goes too.
+        for key in self.supervisor.take_unwatch() {
+            if let Some(src) = self.ebpf.as_mut()
+                && !procscan::is_alive(std::path::Path::new("/proc"), key)
+            {
+                src.unwatch(key);
             }
         }
         if let Some(m) = &self.opts.reporter.metrics {

@@ -1,7 +1,8 @@
 //! Decoding of kernel ring-buffer records.
 //!
 //! Owns: turning raw bytes from the ring buffer into `ProcessEvent`s, with
-//! size and kind checks. Must never: transmute, trust a length or a kind,
+//! size and kind checks; a record's watch entry counts only when it names
+//! the record's own process. Must never: transmute, trust a length or a kind,
 //! or panic on any input; a bad record is an error the caller counts.
 
 use mcp_reaper_common::{
@@ -93,6 +94,7 @@ fn read_proc_event(b: &[u8]) -> ProcEvent {
             root_tgid: u32_at(b, w + offset_of!(WatchEntry, root_tgid)),
             flags: u32_at(b, w + offset_of!(WatchEntry, flags)),
             root_start_ns: u64_at(b, w + offset_of!(WatchEntry, root_start_ns)),
+            self_start_ns: u64_at(b, w + offset_of!(WatchEntry, self_start_ns)),
         },
         comm,
     }
@@ -159,7 +161,13 @@ pub fn comm_to_string(comm: &[u8]) -> String {
     String::from_utf8_lossy(&comm[..end]).into_owned()
 }
 
-fn decode_watch(w: &WatchEntry) -> Watch {
+/// The watch state of the process `key`: none when the entry was written
+/// for another process (an earlier holder of the PID; the kernel programs
+/// drop such entries too, this is the second line).
+fn decode_watch(w: &WatchEntry, key: ProcKey) -> Watch {
+    if ProcKey::from_kernel(key.tgid, w.self_start_ns) != key {
+        return Watch::default();
+    }
     Watch {
         root: (w.flags & watch::MEMBER != 0 && w.root_tgid != 0)
             .then(|| ProcKey::from_kernel(w.root_tgid, w.root_start_ns)),
@@ -196,7 +204,7 @@ pub fn decode(record: &[u8]) -> Result<ProcessEvent, DecodeError> {
     let key = ProcKey::from_kernel(ev.tgid, ev.start_ns);
     let parent = ProcKey::from_kernel(ev.ppid, ev.parent_start_ns);
     let comm = comm_to_string(&ev.comm);
-    let watch = decode_watch(&ev.watch);
+    let watch = decode_watch(&ev.watch, key);
     Ok(match kind {
         RecordKind::Exec => ProcessEvent::Exec {
             key,
@@ -227,6 +235,7 @@ pub fn decode(record: &[u8]) -> Result<ProcessEvent, DecodeError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::identity::NS_PER_TICK;
 
     fn bytes_of(ev: &ProcEvent) -> Vec<u8> {
         // Test-side encoder, field by field, independent of the decoder.
@@ -241,6 +250,7 @@ mod tests {
         v.extend(ev.watch.root_tgid.to_ne_bytes());
         v.extend(ev.watch.flags.to_ne_bytes());
         v.extend(ev.watch.root_start_ns.to_ne_bytes());
+        v.extend(ev.watch.self_start_ns.to_ne_bytes());
         v.extend(ev.comm);
         v
     }
@@ -260,6 +270,8 @@ mod tests {
                 root_tgid: 4000,
                 flags: watch::MEMBER,
                 root_start_ns: 4_000_000_000,
+                // The child's own start, as the fork program writes it.
+                self_start_ns: 5_000_000_000,
             },
             comm,
         }
@@ -344,6 +356,39 @@ mod tests {
                 assert_eq!(watch.root, None);
             }
             other => panic!("expected fork, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_watch_written_for_another_process_is_no_watch() {
+        // (self start in ns, event start in ns, watched?)
+        let cases = [
+            (5_000_000_000, 5_000_000_000, true),
+            // Userspace writes ticks * NS_PER_TICK; the kernel's start has
+            // sub-tick digits: the same tick is the same process.
+            (500 * NS_PER_TICK, 5_009_999_999, true),
+            (5_000_000_000, 5_010_000_000, false),
+            (4_990_000_000, 5_000_000_000, false),
+            (0, 5_000_000_000, false),
+        ];
+        for (self_start, start, watched) in cases {
+            for k in [kind::EXEC, kind::FORK, kind::EXIT] {
+                let mut ev = fork_event();
+                ev.kind = k;
+                ev.start_ns = start;
+                ev.watch.self_start_ns = self_start;
+                let got = match decode(&bytes_of(&ev)).unwrap() {
+                    ProcessEvent::Exec { watch, .. }
+                    | ProcessEvent::Fork { watch, .. }
+                    | ProcessEvent::Exit { watch, .. } => watch,
+                    other => panic!("unexpected {other:?}"),
+                };
+                assert_eq!(
+                    got.root.is_some(),
+                    watched,
+                    "kind {k}, self {self_start}, start {start}"
+                );
+            }
         }
     }
 

@@ -90,6 +90,39 @@ impl ProcessEvent {
     }
 }
 
+/// Why lineage may be incomplete even though no event was dropped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GapCause {
+    /// The kernel's watch map had no room for a process (a fork in the
+    /// kernel, or a watch userspace tried to add).
+    WatchFull,
+    /// Userspace failed to add a watch for another reason.
+    WatchError,
+    /// A kernel program failed to read a task and skipped its event.
+    KernelReadError,
+    /// A ring-buffer record failed to decode and was skipped.
+    DecodeError,
+}
+
+impl GapCause {
+    pub const ALL: [GapCause; 4] = [
+        Self::WatchFull,
+        Self::WatchError,
+        Self::KernelReadError,
+        Self::DecodeError,
+    ];
+
+    /// The `cause` label of `mcp_reaper_lineage_gaps_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::WatchFull => "watch_full",
+            Self::WatchError => "watch_error",
+            Self::KernelReadError => "kernel_read_error",
+            Self::DecodeError => "decode_error",
+        }
+    }
+}
+
 /// What an event source hands to the tracker.
 #[derive(Debug)]
 pub enum SourceMsg {
@@ -97,4 +130,8 @@ pub enum SourceMsg {
     /// The source dropped `n` events (ring buffer full): the tracker must
     /// resync from /proc before anything acts on its table.
     Lost(u64),
+    /// `n` gaps in lineage of this cause: no event was dropped, but one was
+    /// skipped or a process is not watched. As with `Lost`, nothing may act
+    /// on the table until a resync.
+    Gap(GapCause, u64),
 }

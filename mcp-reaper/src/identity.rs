@@ -9,7 +9,9 @@ use serde::Serialize;
 
 /// Nanoseconds per clock tick: /proc reports start times in USER_HZ ticks,
 /// which is 100 on every Linux architecture the kernel exports to userspace.
-pub const NS_PER_TICK: u64 = 1_000_000_000 / 100;
+/// The kernel programs compare watch entries at this granularity too, so
+/// both sides use the one shared constant.
+pub use mcp_reaper_common::NS_PER_TICK;
 
 /// A process for its whole life: PIDs are reused, (tgid, start) is not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -51,6 +53,19 @@ mod tests {
             ProcKey::from_kernel(7, 12_345_678_901),
             ProcKey::new(7, 1234)
         );
+    }
+
+    #[test]
+    fn ticks_written_as_ns_come_back_as_the_same_ticks() {
+        // What userspace writes into a watch entry, read the way the kernel
+        // programs and `from_kernel` read it.
+        for ticks in [0, 1, 99, 1234, 987_654_321] {
+            assert_eq!(
+                ProcKey::from_kernel(1, ticks * NS_PER_TICK).start_ticks,
+                ticks
+            );
+        }
+        assert_eq!(NS_PER_TICK, 1_000_000_000 / 100);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use mcp_reaper::{
     doctor, scan,
     source::{
         SourceChoice,
-        ebpf::{CloseHook, CloseTier, DEFAULT_RING_BYTES, EbpfOptions},
+        ebpf::{CloseHook, CloseTier, DEFAULT_RING_BYTES, DEFAULT_WATCH_CAPACITY, EbpfOptions},
         poll::PollOptions,
     },
 };
@@ -138,6 +138,13 @@ struct RunArgs {
     #[arg(long, default_value_t = DEFAULT_RING_BYTES, value_name = "BYTES")]
     ring_buffer_bytes: u32,
 
+    /// eBPF tier: capacity of the kernel's watch map (processes of hosts
+    /// and trees). When it is full, lineage is incomplete: tracking stays
+    /// degraded (nothing is reaped) and mcp_reaper_lineage_gaps_total
+    /// {cause="watch_full"} grows.
+    #[arg(long, default_value_t = DEFAULT_WATCH_CAPACITY, value_name = "PROCESSES")]
+    watch_capacity: u32,
+
     /// eBPF tier: forward the kernel programs' debug log (aya-log).
     #[arg(long)]
     kernel_log: bool,
@@ -245,6 +252,9 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
     if !(args.poll_interval.is_finite() && args.poll_interval >= 0.01) {
         anyhow::bail!("--poll-interval must be at least 0.01 seconds");
     }
+    if args.watch_capacity == 0 {
+        anyhow::bail!("--watch-capacity must be at least 1");
+    }
     if args.dry_run {
         config.policy.dry_run = true;
     }
@@ -265,6 +275,7 @@ fn run(args: RunArgs, mut config: config::Config) -> anyhow::Result<()> {
         source: args.source,
         ebpf: EbpfOptions {
             ring_bytes: args.ring_buffer_bytes,
+            watch_capacity: args.watch_capacity,
             kernel_log: args.kernel_log,
             close_tier: args.close_tier,
             close_hook: args.close_hook,

@@ -12,7 +12,7 @@
 //! both from configuration; values that are empty become `none`, values with
 //! unexpected characters or over 128 bytes become `other`, and after
 //! [`MAX_IDENTITIES`] distinct `(host, server)` pairs every new pair becomes
-//! `(other, other)`. `reason`, `outcome`, `state`, `kind` and `tier` come
+//! `(other, other)`. `reason`, `outcome`, `state`, `kind`, `tier` and `cause` come
 //! from closed sets.
 //!
 //! `mcp_reaper_trees` always carries one zero-valued series per state with
@@ -33,7 +33,7 @@ use prometheus::{
     TextEncoder, core::Collector,
 };
 
-use crate::{config::Reason, source::CounterSnapshot, trees::TreeState};
+use crate::{config::Reason, event::GapCause, source::CounterSnapshot, trees::TreeState};
 
 /// Prefix of every series this module defines.
 pub const PREFIX: &str = "mcp_reaper_";
@@ -181,6 +181,7 @@ pub struct Metrics {
     reload_failures: IntCounter,
     respawns: IntCounterVec,
     decode_errors: IntCounter,
+    lineage_gaps: IntCounterVec,
     detection_latency: Histogram,
     reap_duration: Histogram,
     /// `(host, server, state)` series set by the previous `set_trees`.
@@ -379,6 +380,12 @@ impl Metrics {
                 "decode_errors_total",
                 "Event records that failed to decode (counted and skipped).",
             )?,
+            lineage_gaps: counter_vec(
+                r,
+                "lineage_gaps_total",
+                "Gaps in lineage by cause (a watch not written: watch_full, watch_error; a kernel event skipped: kernel_read_error, decode_error); each degrades tracking until a resync.",
+                &["cause"],
+            )?,
             detection_latency: histogram(
                 r,
                 "detection_latency_seconds",
@@ -409,6 +416,9 @@ impl Metrics {
         }
         for tier in TIERS {
             self.source_info.with_label_values(&[tier]).set(0);
+        }
+        for cause in GapCause::ALL {
+            self.lineage_gaps.with_label_values(&[cause.as_str()]);
         }
         for reason in Reason::ALL {
             self.orphans_detected.with_label_values(&[reason.as_str()]);
@@ -571,6 +581,13 @@ impl Metrics {
             .inc_by(delta(&mut last.decode_errors, c.decode_errors));
     }
 
+    /// `n` gaps in lineage of this cause.
+    pub fn lineage_gap(&self, cause: GapCause, n: u64) {
+        self.lineage_gaps
+            .with_label_values(&[cause.as_str()])
+            .inc_by(n);
+    }
+
     /// One reconciliation with /proc happened.
     pub fn resync(&self) {
         self.resyncs.inc();
@@ -664,7 +681,7 @@ mod tests {
         let (r, _m) = fresh();
         let forbidden = ["pid", "tgid", "session", "session_id", "cmdline", "command"];
         let allowed = [
-            "host", "server", "reason", "outcome", "state", "kind", "tier", "version",
+            "host", "server", "reason", "outcome", "state", "kind", "tier", "version", "cause",
         ];
         let families = r.gather();
         assert!(families.len() > 20, "{} families", families.len());
@@ -691,7 +708,8 @@ mod tests {
             if n.contains("memory") {
                 assert!(n.ends_with("_bytes") || n.ends_with("_bytes_total"), "{n}");
             }
-            if n.contains("latency") || n.contains("duration") || n.contains("age") {
+            // ("_age", not "age": lineage_gaps_total is a count.)
+            if n.contains("latency") || n.contains("duration") || n.contains("_age") {
                 assert!(n.ends_with("_seconds"), "{n}");
             }
             for m in mf.get_metric() {
@@ -740,6 +758,14 @@ mod tests {
             assert_eq!(
                 value(&r, "mcp_reaper_event_source_info", &labels),
                 Some(0.0)
+            );
+        }
+        for cause in GapCause::ALL {
+            let labels = [("cause", cause.as_str())];
+            assert_eq!(
+                value(&r, "mcp_reaper_lineage_gaps_total", &labels),
+                Some(0.0),
+                "{labels:?}"
             );
         }
         for n in [
@@ -912,6 +938,24 @@ mod tests {
         assert_eq!(value(&r, "mcp_reaper_degraded", &[]), Some(1.0));
         m.set_tracked(42);
         m.resync();
+        m.lineage_gap(GapCause::WatchFull, 2);
+        m.lineage_gap(GapCause::WatchFull, 1);
+        assert_eq!(
+            value(
+                &r,
+                "mcp_reaper_lineage_gaps_total",
+                &[("cause", "watch_full")]
+            ),
+            Some(3.0)
+        );
+        assert_eq!(
+            value(
+                &r,
+                "mcp_reaper_lineage_gaps_total",
+                &[("cause", "decode_error")]
+            ),
+            Some(0.0)
+        );
         m.config_reload_failed();
         assert_eq!(value(&r, "mcp_reaper_tracked_processes", &[]), Some(42.0));
         assert_eq!(value(&r, "mcp_reaper_resyncs_total", &[]), Some(1.0));

@@ -7,8 +7,10 @@
 //! a tree has been orphaned, and asking `policy` what to do. Reaping itself
 //! is `reaper`'s; this module hands it a plan.
 //! Must never: produce a reap plan for a tree it has not re-confirmed as
-//! orphaned right before, include a host or relay in a plan, or plan
-//! anything while the tracker is degraded.
+//! orphaned right before, include a host or relay in a plan, plan anything
+//! while the tracker is degraded, write a watch for a process known to
+//! have exited, or let a watch it failed to write go unreported
+//! (`take_gaps`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -18,11 +20,11 @@ use std::{
 };
 
 use serde::Serialize;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     config::{Config, ProcView},
-    event::{CloseKind, ProcessEvent},
+    event::{CloseKind, GapCause, ProcessEvent},
     identity::ProcKey,
     ownership::{
         self, FdHolder, OwnerState, STDIO_FDS,
@@ -30,7 +32,7 @@ use crate::{
     },
     policy::{self, Decision, Facts},
     procscan::{self, ProcInfo},
-    source::ebpf::EbpfSource,
+    source::ebpf::{EbpfSource, Watched},
     tracker::Tracker,
     trees::{self, OwnerFd, TreeState},
 };
@@ -192,6 +194,12 @@ pub struct Supervisor {
     reconcile_queue: std::collections::VecDeque<ProcKey>,
     /// Second looks after a close: (when, tree).
     followups: Vec<(Instant, ProcKey)>,
+    /// Watches written per tree root, to remove when the tree is forgotten.
+    watched: HashMap<ProcKey, HashSet<ProcKey>>,
+    /// Watches of forgotten trees, for `take_unwatch`.
+    unwatch: Vec<ProcKey>,
+    /// Watches that could not be written, for `take_gaps`.
+    gaps: Vec<GapCause>,
 }
 
 fn view(p: &ProcInfo) -> ProcView<'_> {
@@ -226,6 +234,9 @@ impl Supervisor {
             reconcile_interval: Duration::from_secs(1),
             reconcile_queue: std::collections::VecDeque::new(),
             followups: Vec::new(),
+            watched: HashMap::new(),
+            unwatch: Vec::new(),
+            gaps: Vec::new(),
         }
     }
 
@@ -395,7 +406,8 @@ impl Supervisor {
             if let Some(src) = ebpf
                 && let Err(e) = src.watch_host(key)
             {
-                debug!("cannot watch host {key}: {e:#}");
+                warn!("cannot watch host {key}: {e:#}");
+                self.gaps.push(e.cause());
             }
             return;
         }
@@ -416,7 +428,7 @@ impl Supervisor {
         match in_tree {
             Some(root) => {
                 if let Some(src) = ebpf {
-                    let _ = src.watch_member(key, root);
+                    self.watch_member(src, key, root);
                 }
             }
             None => {
@@ -509,7 +521,10 @@ impl Supervisor {
             .or_else(|| self.config.generic_host().map(|r| r.name.clone()))
             .unwrap_or_else(|| "unknown".into());
         // Watch the root and whatever it already forked, so lineage holds
-        // from here on even for members that later call setsid.
+        // from here on even for members that later call setsid. Members
+        // known to have exited are not written: a watch for a dead process
+        // would be inherited by the next process given its PID (the source
+        // checks each one is alive as well).
         if let Some(src) = ebpf {
             let mut members = vec![root];
             members.extend(tracker.descendants(root));
@@ -517,10 +532,11 @@ impl Supervisor {
                 let snapshot: Vec<ProcInfo> = self.infos.values().cloned().collect();
                 members.extend(trees::members_of(info.key, &snapshot));
             }
+            members.retain(|m| tracker.get(*m).is_none_or(|e| e.is_live()));
             members.sort();
             members.dedup();
             for m in members {
-                let _ = src.watch_member(m, root);
+                self.watch_member(src, m, root);
             }
         }
         let cmdlines: Vec<Vec<String>> = self
@@ -600,7 +616,7 @@ impl Supervisor {
         let members = self.members(root, tracker);
         if members.is_empty() {
             info!(root = %root, "tree ended by itself");
-            self.trees.remove(&root);
+            self.forget(root);
             return false;
         }
         let Some(rec) = self.trees.get(&root) else {
@@ -1014,10 +1030,72 @@ impl Supervisor {
             rec.reaping = false;
         }
         if self.members(root, tracker).is_empty() {
-            self.trees.remove(&root);
+            self.forget(root);
         } else {
             self.recheck.insert(root);
         }
+    }
+
+    /// Drops a tree that has nothing left; the watches written for it are
+    /// handed to `take_unwatch`.
+    fn forget(&mut self, root: ProcKey) {
+        self.trees.remove(&root);
+        self.unwatch
+            .extend(self.watched.remove(&root).unwrap_or_default());
+    }
+
+    /// Writes the kernel's watch for `member` of the tree rooted at `root`.
+    /// A watch that cannot be written is a gap in lineage (`take_gaps`).
+    fn watch_member(&mut self, src: &mut EbpfSource, member: ProcKey, root: ProcKey) {
+        match src.watch_member(member, root) {
+            Ok(Watched::Added) => {
+                self.watched.entry(root).or_default().insert(member);
+            }
+            Ok(Watched::Gone) => debug!("not watching {member}: it has exited"),
+            Err(e) => {
+                warn!("cannot watch {member} of tree {root}: {e:#}");
+                self.gaps.push(e.cause());
+            }
+        }
+    }
+
+    /// Writes the watches a resync finds missing: each host's, and each
+    /// live member's of every tree, where the kernel holds no entry naming
+    /// that process (a fork the map had no room for, a watch that failed).
+    pub fn rewatch(&mut self, tracker: &Tracker, src: &mut EbpfSource) {
+        let names = |src: &EbpfSource, k: ProcKey| {
+            src.watched(k.tgid)
+                .is_some_and(|e| ProcKey::from_kernel(k.tgid, e.self_start_ns) == k)
+        };
+        let hosts: Vec<ProcKey> = self.hosts.keys().copied().collect();
+        for h in hosts {
+            if !names(src, h)
+                && let Err(e) = src.watch_host(h)
+            {
+                warn!("cannot watch host {h}: {e:#}");
+                self.gaps.push(e.cause());
+            }
+        }
+        let roots: Vec<ProcKey> = self.trees.keys().copied().collect();
+        for root in roots {
+            for m in self.members(root, tracker) {
+                if !names(src, m) {
+                    self.watch_member(src, m, root);
+                }
+            }
+        }
+    }
+
+    /// Gaps in lineage since the last call: watches that could not be
+    /// written. Each must degrade the tracker until a resync.
+    pub fn take_gaps(&mut self) -> Vec<GapCause> {
+        std::mem::take(&mut self.gaps)
+    }
+
+    /// Processes whose watches were written for trees since forgotten (all
+    /// of them gone): their entries may go, where they still name them.
+    pub fn take_unwatch(&mut self) -> Vec<ProcKey> {
+        std::mem::take(&mut self.unwatch)
     }
 
     /// Hosts and relays: never part of a reap plan.

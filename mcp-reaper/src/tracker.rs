@@ -17,6 +17,15 @@
 //! unknown process is parked until the process appears, and a fork whose
 //! parent is unknown still records the child under the parent's key, so the
 //! lineage joins up when the parent shows up.
+//!
+//! A tree admits only members whose lineage the table shows: the kernel's
+//! word that a process belongs to a tree (its watch entry) is taken only
+//! when the chain of lineage parents leads from the process to that tree's
+//! root. A claim the table cannot show is refused and counted
+//! (`lineage_rejected`); it is kept on the entry and admitted should the
+//! missing lineage arrive later (events out of order). A watch entry the
+//! kernel kept for an earlier holder of a PID therefore never pulls an
+//! unrelated process into a tree.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 
@@ -85,6 +94,9 @@ pub struct ProcEntry {
     /// An exit event will arrive for it (watched in the kernel, or a source
     /// that reports every exit); otherwise `gc` checks its liveness.
     pub exit_reported: bool,
+    /// A tree the kernel said the process belongs to, not (yet) shown by
+    /// its lineage: not a membership.
+    pub unproven_root: Option<ProcKey>,
 }
 
 impl ProcEntry {
@@ -108,6 +120,12 @@ pub struct TrackerStats {
     pub parked_evicted: u64,
     /// Events the sources reported lost.
     pub lost: u64,
+    /// Gaps in lineage the sources reported (a watch not written, an event
+    /// skipped); each degrades the table like a loss.
+    pub lineage_gaps: u64,
+    /// Tree memberships the kernel claimed that lineage did not show when
+    /// they arrived (refused; admitted later only if lineage joins up).
+    pub lineage_rejected: u64,
     /// The table may disagree with the kernel until the next resync.
     pub degraded: bool,
 }
@@ -140,6 +158,8 @@ pub struct Tracker {
     dropped: u64,
     parked_evicted: u64,
     lost: u64,
+    lineage_gaps: u64,
+    lineage_rejected: u64,
 }
 
 impl Tracker {
@@ -160,6 +180,8 @@ impl Tracker {
             dropped: 0,
             parked_evicted: 0,
             lost: 0,
+            lineage_gaps: 0,
+            lineage_rejected: 0,
         }
     }
 
@@ -237,7 +259,16 @@ impl Tracker {
         match msg {
             SourceMsg::Event(ev) => self.apply(ev),
             SourceMsg::Lost(n) => self.mark_lost(*n),
+            SourceMsg::Gap(_, n) => self.mark_gap(*n),
         }
+    }
+
+    /// `n` gaps in lineage (a watch that could not be written, a kernel
+    /// event skipped): as after a loss, nothing may act on the table until
+    /// the next `resync`.
+    pub fn mark_gap(&mut self, n: u64) {
+        self.lineage_gaps = self.lineage_gaps.saturating_add(n);
+        self.degraded = true;
     }
 
     /// A source dropped `n` events: nothing may act on the table until the
@@ -253,7 +284,8 @@ impl Tracker {
     }
 
     /// Records watch state decided in userspace (a process found to be a
-    /// host, or the root of a tree). `false` if `key` is not in the table.
+    /// host, or the root of a tree); a tree is joined only as lineage shows
+    /// (see the module header). `false` if `key` is not in the table.
     pub fn mark_watched(&mut self, key: ProcKey, watch: Watch) -> bool {
         if !self.entries.contains_key(&key) {
             return false;
@@ -346,6 +378,8 @@ impl Tracker {
             parked: self.parked.len(),
             parked_evicted: self.parked_evicted,
             lost: self.lost,
+            lineage_gaps: self.lineage_gaps,
+            lineage_rejected: self.lineage_rejected,
             degraded: self.degraded,
         }
     }
@@ -387,18 +421,23 @@ impl Tracker {
         }
         // Its fork was not reported (an unwatched parent) or is late. Exec's
         // parent is the current one, so tree membership is not inferred from
-        // it: the kernel's watch says whether the process is in a tree.
-        self.insert(ProcEntry {
+        // it: the kernel's watch says whether the process is in a tree, and
+        // lineage must show it.
+        if self.insert(ProcEntry {
             key,
             parent,
             comm: comm.to_owned(),
             cmdline: Vec::new(),
             origin: Origin::Event,
             exited: None,
-            tree_root: watch.root,
+            tree_root: None,
             host: watch.host,
             exit_reported: self.exit_reported_for(watch),
-        });
+            unproven_root: None,
+        }) && let Some(root) = watch.root
+        {
+            self.claim(key, root);
+        }
     }
 
     fn on_fork(&mut self, child: ProcKey, parent: ProcKey, comm: &str, watch: Watch) {
@@ -410,24 +449,38 @@ impl Tracker {
                 .entries
                 .get(&child)
                 .is_some_and(|e| e.tree_root.is_none())
-                && let Some(root) = self.fork_tree_root(child, parent, watch)
+                && let Some(root) = self.parent_tree_root(child, parent)
             {
                 self.set_tree_root(child, root);
             }
             return;
         }
-        let tree_root = self.fork_tree_root(child, parent, watch);
-        self.insert(ProcEntry {
+        let inserted = self.insert(ProcEntry {
             key: child,
             parent,
             comm: comm.to_owned(),
             cmdline: Vec::new(),
             origin: Origin::Event,
             exited: None,
-            tree_root,
+            tree_root: None,
             host: watch.host,
             exit_reported: self.exit_reported_for(watch),
+            unproven_root: None,
         });
+        if !inserted {
+            return;
+        }
+        if let Some(root) = watch.root {
+            self.claim(child, root);
+        }
+        if self
+            .entries
+            .get(&child)
+            .is_some_and(|e| e.tree_root.is_none())
+            && let Some(root) = self.parent_tree_root(child, parent)
+        {
+            self.set_tree_root(child, root);
+        }
     }
 
     fn on_exit(&mut self, key: ProcKey, code: u32) {
@@ -444,23 +497,73 @@ impl Tracker {
         self.park(key, code);
     }
 
-    /// The tree a forked child belongs to: the kernel's word when given,
-    /// else the kernel's rule (a host's child roots a new tree, a member's
-    /// child joins its parent's tree).
-    fn fork_tree_root(
-        &self,
-        child: ProcKey,
-        parent: Option<ProcKey>,
-        watch: Watch,
-    ) -> Option<ProcKey> {
-        watch.root.or_else(|| {
-            let parent = self.entries.get(&parent?)?;
-            if parent.host {
-                Some(child)
-            } else {
-                parent.tree_root
+    /// The tree a forked child belongs to by the kernel's rule applied to
+    /// its lineage parent: a host's child roots a new tree, a member's child
+    /// joins its parent's tree. Used when the kernel did not say (or said
+    /// what lineage cannot show): either way the child is linked to that
+    /// root through its parent.
+    fn parent_tree_root(&self, child: ProcKey, parent: Option<ProcKey>) -> Option<ProcKey> {
+        let parent = self.entries.get(&parent?)?;
+        if parent.host {
+            Some(child)
+        } else {
+            parent.tree_root
+        }
+    }
+
+    /// Whether the chain of lineage parents from `key` reaches `root`
+    /// (`key` itself counts). The chain may end in a parent the table does
+    /// not hold yet, which counts when it is `root`.
+    pub fn descends_from(&self, key: ProcKey, root: ProcKey) -> bool {
+        let mut cur = key;
+        // Bounded: a cycle of impossible parents must not hang the table.
+        for _ in 0..=self.entries.len() {
+            if cur == root {
+                return true;
             }
-        })
+            match self.entries.get(&cur).and_then(|e| e.parent) {
+                Some(p) => cur = p,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// The kernel says `key` belongs to the tree rooted at `root`: admitted
+    /// when lineage shows it, otherwise refused, counted, and kept on the
+    /// entry in case the missing lineage arrives later.
+    fn claim(&mut self, key: ProcKey, root: ProcKey) {
+        if self.descends_from(key, root) {
+            self.set_tree_root(key, root);
+            if let Some(e) = self.entries.get_mut(&key) {
+                e.unproven_root = None;
+            }
+            return;
+        }
+        let Some(e) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if e.tree_root == Some(root) {
+            return; // already a member by lineage
+        }
+        if e.unproven_root != Some(root) {
+            e.unproven_root = Some(root);
+            self.lineage_rejected += 1;
+        }
+    }
+
+    /// Lineage through `key` just changed (it appeared, or got its parent):
+    /// claims below it that lineage now shows are admitted.
+    fn readmit_below(&mut self, key: ProcKey) {
+        let mut below = vec![key];
+        below.extend(self.descendants(key));
+        for k in below {
+            if let Some(root) = self.entries.get(&k).and_then(|e| e.unproven_root)
+                && self.descends_from(k, root)
+            {
+                self.claim(k, root);
+            }
+        }
     }
 
     fn exit_reported_for(&self, watch: Watch) -> bool {
@@ -518,6 +621,9 @@ impl Tracker {
             self.trees.entry(root).or_default().insert(key);
         }
         self.entries.insert(key, entry);
+        if self.children.contains_key(&key) {
+            self.readmit_below(key);
+        }
         true
     }
 
@@ -581,12 +687,13 @@ impl Tracker {
         if entry.parent.is_none() {
             entry.parent = Some(parent);
             self.children.entry(parent).or_default().insert(key);
+            self.readmit_below(key);
         }
     }
 
     fn apply_watch(&mut self, key: ProcKey, watch: Watch) {
         if let Some(root) = watch.root {
-            self.set_tree_root(key, root);
+            self.claim(key, root);
         }
         let reported = self.exit_reported_for(watch);
         if let Some(entry) = self.entries.get_mut(&key) {
@@ -645,6 +752,7 @@ impl Tracker {
                     tree_root,
                     host: false,
                     exit_reported: self.exit_reporting == ExitReporting::All,
+                    unproven_root: None,
                 });
             }
             if info.is_zombie() {
@@ -713,6 +821,9 @@ fn remove_from(index: &mut HashMap<ProcKey, BTreeSet<ProcKey>>, at: ProcKey, key
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    /// Admission of tree members by lineage.
+    mod lineage;
 
     fn k(tgid: u32, start: u64) -> ProcKey {
         ProcKey::new(tgid, start)

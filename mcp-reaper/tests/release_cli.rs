@@ -185,8 +185,12 @@ fn a_release_naming_a_recycled_host_pid_reaps_nothing() {
     wait_owner_known(&daemon.socket, &host_pid.to_string(), x.pid);
     let helper = host.handoff("x");
     host.exit();
-    let mut squatter = mcp_reaper_tests::spawn_on_pid(host_pid, &["sleep", "600"])
-        .unwrap_or_else(|e| panic!("could not land a process on PID {host_pid}: {e}"));
+    let mut squatter = mcp_reaper_tests::spawn_on_pid(host_pid, 2000, || {
+        std::process::Command::new("sleep")
+            .arg("600")
+            .spawn()
+            .unwrap()
+    });
     let squatter_start = mcp_reaper_tests::start_ticks(host_pid).unwrap();
 
     let (code, out) = release(&daemon.socket, &["--owner", &host_pid.to_string()]);

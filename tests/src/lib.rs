@@ -46,6 +46,31 @@ pub fn start_ticks(pid: u32) -> Option<u64> {
     after.split(' ').nth(19)?.parse().ok()
 }
 
+/// Starts a process on exactly `pid`, a PID that is free now: before each
+/// `spawn`, /proc/sys/kernel/ns_last_pid is set to `pid - 1`, and a child
+/// that landed elsewhere (other processes on the machine fork too) is
+/// killed and reaped before the next try. Panics when ns_last_pid cannot
+/// be written or all `tries` miss: a test that needs a reused PID cannot
+/// do its job without one.
+pub fn spawn_on_pid(
+    pid: u32,
+    tries: usize,
+    mut spawn: impl FnMut() -> std::process::Child,
+) -> std::process::Child {
+    assert!(pid > 1, "cannot steer onto pid {pid}");
+    for _ in 0..tries {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .unwrap_or_else(|e| panic!("cannot write /proc/sys/kernel/ns_last_pid: {e}"));
+        let mut child = spawn();
+        if child.id() == pid {
+            return child;
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("no process landed on pid {pid} in {tries} tries");
+}
+
 /// Sends SIGKILL to `pid` if it still has the start time `start`.
 pub fn kill_if_same(pid: u32, start: u64) {
     if start_ticks(pid) == Some(start) {
@@ -71,27 +96,4 @@ pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc:
         }
     });
     rx
-}
-
-/// Starts `argv` on exactly `pid` (which must be free), steering the
-/// kernel's allocator through `/proc/sys/kernel/ns_last_pid`, with up to
-/// 100 tries (other processes may take the PID first). An error, never a
-/// skip, when it cannot: a test that needs a reused PID proves nothing
-/// without one.
-pub fn spawn_on_pid(pid: u32, argv: &[&str]) -> Result<std::process::Child, String> {
-    let (program, args) = argv.split_first().ok_or("empty argv")?;
-    for _ in 0..100 {
-        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
-            .map_err(|e| format!("ns_last_pid is not writable: {e}"))?;
-        let mut child = std::process::Command::new(program)
-            .args(args)
-            .spawn()
-            .map_err(|e| format!("spawning {program}: {e}"))?;
-        if child.id() == pid {
-            return Ok(child);
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-    Err(format!("PID {pid} was taken by others 100 times in a row"))
 }

@@ -17,7 +17,7 @@ use mcp_reaper::{
     source::{ActiveSource, SourceChoice, ebpf::EbpfOptions},
     tracker::ProcEntry,
 };
-use mcp_reaper_tests::{kill_if_same, privileged, start_ticks};
+use mcp_reaper_tests::{kill_if_same, privileged, spawn_on_pid, start_ticks};
 
 /// A running tree-spawner: the stand-in host.
 struct Spawner {
@@ -100,13 +100,21 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// An agent with no presets and no rules: these tests drive the tracker,
+/// and nothing on the machine is anyone's tree to it.
 fn ebpf_agent(ring_bytes: u32) -> Agent {
+    let config = mcp_reaper::config::Config::from_toml_str(
+        "presets = []\nbuiltin_servers = false\n",
+        "none",
+    )
+    .unwrap();
     Agent::start(AgentOptions {
         source: SourceChoice::Ebpf,
         ebpf: EbpfOptions {
             ring_bytes,
             ..EbpfOptions::default()
         },
+        config: std::sync::Arc::new(config),
         ..AgentOptions::default()
     })
     .expect("the eBPF source loads on this kernel")
@@ -265,4 +273,134 @@ fn a_lost_burst_is_counted_and_the_table_resyncs_to_proc() {
             );
         }
     });
+}
+
+/// Issue 11 at the kernel's level: a watch is never written for a process
+/// that has exited, and an entry left for it anyway (as a write racing its
+/// exit can leave) is not inherited by the next process given its PID:
+/// that process's exec carries no watch, and its forks are neither watched
+/// nor reported. Its exit deletes the leftover entry.
+#[test]
+fn a_dead_process_is_not_watched_and_its_pid_inherits_nothing() {
+    use mcp_reaper::{
+        event::{ProcessEvent, SourceMsg, Watch},
+        identity::NS_PER_TICK,
+        source::{
+            CHANNEL_CAPACITY, SourceCounters,
+            ebpf::{EbpfSource, Watched},
+        },
+    };
+    use mcp_reaper_common::{WatchEntry, watch};
+    use std::io::BufRead;
+
+    if !privileged("a_dead_process_is_not_watched_and_its_pid_inherits_nothing") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut src = EbpfSource::load(&EbpfOptions::default()).expect("the eBPF source loads");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_CAPACITY);
+        let _reader = src
+            .spawn_reader(tx, std::sync::Arc::new(SourceCounters::default()))
+            .unwrap();
+        let me = ProcKey::new(std::process::id(), start_ticks(std::process::id()).unwrap());
+
+        let mut gone = Command::new("sleep").arg("7431").spawn().unwrap();
+        let pid = gone.id();
+        let dead_start = start_ticks(pid);
+        gone.kill().unwrap();
+        gone.wait().unwrap();
+        let dead = ProcKey::new(pid, dead_start.expect("sleep started"));
+        // The PID's next holder must start in a later clock tick, or it
+        // would be the same process by (tgid, start).
+        while uptime_ticks() <= dead.start_ticks + 1 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(src.watch_member(dead, me).unwrap(), Watched::Gone);
+        assert_eq!(
+            src.watched(pid),
+            None,
+            "a watch was written for a dead process"
+        );
+
+        // What a write racing the exit could still leave behind.
+        let stale = WatchEntry {
+            root_tgid: me.tgid,
+            flags: watch::MEMBER,
+            root_start_ns: me.start_ticks * NS_PER_TICK,
+            self_start_ns: dead.start_ticks * NS_PER_TICK,
+        };
+        src.watch_unchecked(pid, stale).unwrap();
+        // The PID's next holder, forked by this unwatched process: a shell
+        // that forks a child of its own once told to.
+        let mut reuser = spawn_on_pid(pid, 2000, || {
+            Command::new("sh")
+                .args(["-c", "read x; sleep 7432 & echo $!; wait"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap()
+        });
+        let reuser_key = ProcKey::new(pid, start_ticks(pid).unwrap());
+        let mut cleanup = Cleanup(vec![reuser_key]);
+        assert_ne!(reuser_key, dead, "the reuser must start in a later tick");
+        writeln!(reuser.stdin.as_mut().unwrap(), "go").unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(reuser.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let child: u32 = line
+            .trim()
+            .parse()
+            .expect("the reuser prints its child's pid");
+        let child_start = start_ticks(child).unwrap();
+        cleanup.0.push(ProcKey::new(child, child_start));
+
+        // Every exec is reported; the ring is ordered, so a fork record for
+        // the child would come before the child's exec.
+        let mut forks_of_child = Vec::new();
+        let mut reuser_exec = None;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        let child_exec = loop {
+            let msg = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no exec record for the reuser's child {child}"))
+                .expect("the reader runs");
+            match msg {
+                SourceMsg::Event(ev @ ProcessEvent::Fork { .. }) if ev.key().tgid == child => {
+                    forks_of_child.push(ev);
+                }
+                SourceMsg::Event(ProcessEvent::Exec { key, watch, .. }) if key == reuser_key => {
+                    reuser_exec = Some(watch);
+                }
+                SourceMsg::Event(ProcessEvent::Exec { key, watch, .. }) if key.tgid == child => {
+                    break watch;
+                }
+                _ => {}
+            }
+        };
+        assert_eq!(reuser_exec, Some(Watch::default()), "the reuser's exec");
+        assert_eq!(child_exec, Watch::default(), "the reuser's child's exec");
+        assert!(
+            forks_of_child.is_empty(),
+            "fork reported: {forks_of_child:?}"
+        );
+        assert_eq!(src.watched(child), None, "the child inherited the watch");
+
+        kill_if_same(child, child_start);
+        reuser.kill().unwrap();
+        reuser.wait().unwrap();
+        assert_eq!(src.watched(pid), None, "the reuser's exit leaves the entry");
+    });
+}
+
+/// Kills these processes (if they are still themselves) when dropped, so a
+/// failing test leaves nothing running.
+struct Cleanup(Vec<ProcKey>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for k in self.0.iter().rev() {
+            kill_if_same(k.tgid, k.start_ticks);
+        }
+    }
 }

@@ -11,8 +11,11 @@
 //! `close_tier_reason`). It enters through the per-syscall tracepoints
 //! where tracefs can be reached (see `tracefs`), else through
 //! `raw_tp/sys_enter`, which runs on every syscall of the machine.
-//! Must never: block the runtime, or hide a loss: every dropped record is
-//! counted and reported as `SourceMsg::Lost`.
+//! Must never: block the runtime, hide a loss (every dropped record is
+//! counted and reported as `SourceMsg::Lost`) or a gap in lineage (a failed
+//! kernel read, a record that does not decode, a fork the watch map had no
+//! room for: each is reported as `SourceMsg::Gap`), or write a watch entry
+//! for a process it has not just seen alive.
 
 use std::{
     path::PathBuf,
@@ -34,7 +37,11 @@ use tokio::{
 };
 use tracing::{debug, info, warn};
 
-use super::{SourceCounters, tracefs};
+pub use super::watch::{WatchError, Watched};
+use super::{
+    SourceCounters, tracefs,
+    watch::{self as checks, KernelSeen},
+};
 use crate::{
     decode::decode,
     event::SourceMsg,
@@ -125,6 +132,9 @@ pub fn native_close_syscalls() -> CloseSyscalls {
 /// twice into the daemon, so every MiB here is two MiB of resident memory.
 pub const DEFAULT_RING_BYTES: u32 = 1 << 20;
 
+/// The watch map's default capacity (processes of hosts and trees).
+pub const DEFAULT_WATCH_CAPACITY: u32 = 65_536;
+
 /// Tunables for the eBPF source.
 #[derive(Clone, Debug)]
 pub struct EbpfOptions {
@@ -153,7 +163,7 @@ impl Default for EbpfOptions {
     fn default() -> Self {
         Self {
             ring_bytes: DEFAULT_RING_BYTES,
-            watch_capacity: 65_536,
+            watch_capacity: DEFAULT_WATCH_CAPACITY,
             drain_interval: Duration::from_millis(5),
             kernel_log: false,
             btf_path: PathBuf::from(VMLINUX_BTF),
@@ -383,39 +393,78 @@ impl EbpfSource {
     }
 
     /// Marks `key` as a host: every process it forks from now on is the
-    /// watched root of a new tree.
-    pub fn watch_host(&mut self, key: ProcKey) -> anyhow::Result<()> {
-        self.insert_watch(
-            key.tgid,
+    /// watched root of a new tree. `Gone` (nothing written) when `key` is
+    /// no longer alive.
+    pub fn watch_host(&mut self, key: ProcKey) -> Result<Watched, WatchError> {
+        self.watch_live(
+            key,
             WatchEntry {
                 root_tgid: key.tgid,
                 flags: watch::HOST,
                 root_start_ns: key.start_ticks * NS_PER_TICK,
+                self_start_ns: key.start_ticks * NS_PER_TICK,
             },
         )
     }
 
-    /// Marks `member` as part of the tree rooted at `root`; its forks inherit.
-    pub fn watch_member(&mut self, member: ProcKey, root: ProcKey) -> anyhow::Result<()> {
-        self.insert_watch(
-            member.tgid,
+    /// Marks `member` as part of the tree rooted at `root`; its forks
+    /// inherit. `Gone` (nothing written) when `member` is no longer alive:
+    /// an entry for a dead process would be inherited by the next process
+    /// given its PID.
+    pub fn watch_member(&mut self, member: ProcKey, root: ProcKey) -> Result<Watched, WatchError> {
+        self.watch_live(
+            member,
             WatchEntry {
                 root_tgid: root.tgid,
                 flags: watch::MEMBER,
                 root_start_ns: root.start_ticks * NS_PER_TICK,
+                self_start_ns: member.start_ticks * NS_PER_TICK,
             },
         )
     }
 
-    fn insert_watch(&mut self, tgid: u32, entry: WatchEntry) -> anyhow::Result<()> {
+    /// Writes `entry` for `key` only while `key` is shown alive: a pidfd is
+    /// opened first, /proc must then show the key's start time (so the
+    /// pidfd is that process), the entry is written, and the pidfd is
+    /// polled once more after the write. Had the process exited meanwhile,
+    /// the entry is taken back (if it still names `key`). A process that
+    /// passes the exit tracepoint in the instant between the /proc check
+    /// and the write is still missed; its entry names it, so the kernel
+    /// programs ignore it for any later holder of the PID, and the next
+    /// holder's exit deletes it.
+    fn watch_live(&mut self, key: ProcKey, entry: WatchEntry) -> Result<Watched, WatchError> {
+        let Some(pidfd) = checks::open_if_alive(key)? else {
+            return Ok(Watched::Gone);
+        };
         self.watch
-            .insert(tgid, entry, 0)
-            .with_context(|| format!("watching pid {tgid}"))
+            .insert(key.tgid, entry, 0)
+            .map_err(|e| WatchError::from_map(key.tgid, &e))?;
+        if checks::exited(&pidfd) {
+            self.unwatch(key);
+            return Ok(Watched::Gone);
+        }
+        Ok(Watched::Added)
     }
 
-    /// Stops watching `tgid` (its future forks are no longer reported).
-    pub fn unwatch(&mut self, tgid: u32) {
-        let _ = self.watch.remove(&tgid);
+    /// Writes `entry` for `tgid` as given, unchecked. For tests of the
+    /// kernel programs' own checks (an entry left for a process that has
+    /// exited); the daemon never calls it.
+    #[doc(hidden)]
+    pub fn watch_unchecked(&mut self, tgid: u32, entry: WatchEntry) -> Result<(), WatchError> {
+        self.watch
+            .insert(tgid, entry, 0)
+            .map_err(|e| WatchError::from_map(tgid, &e))
+    }
+
+    /// Stops watching `key`: its entry is removed if it still names `key`
+    /// (an entry the kernel wrote since for a new process on the PID stays).
+    /// Returns whether an entry was removed.
+    pub fn unwatch(&mut self, key: ProcKey) -> bool {
+        let names_key = self
+            .watch
+            .get(&key.tgid, 0)
+            .is_ok_and(|e| ProcKey::from_kernel(key.tgid, e.self_start_ns) == key);
+        names_key && self.watch.remove(&key.tgid).is_ok()
     }
 
     /// Makes the kernel's set of tracked stdio inodes equal `wanted`: a
@@ -576,7 +625,7 @@ async fn read_loop(
 ) {
     let mut tick = tokio::time::interval(drain_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut lost_seen = 0u64;
+    let mut seen = KernelSeen::default();
     let mut batch = Vec::with_capacity(256);
     loop {
         tokio::select! {
@@ -591,6 +640,7 @@ async fn read_loop(
         }
         // Drain everything available, decoding each record before the next
         // borrow of the ring; sending happens outside the borrow.
+        let mut undecoded = 0u64;
         loop {
             batch.clear();
             {
@@ -601,6 +651,7 @@ async fn read_loop(
                         Ok(ev) => batch.push(ev),
                         Err(e) => {
                             counters.decode_errors.fetch_add(1, Ordering::Relaxed);
+                            undecoded += 1;
                             debug!("skipped a kernel record: {e}");
                         }
                     }
@@ -617,19 +668,24 @@ async fn read_loop(
                 break;
             }
         }
-        let lost = kernel_counter(&kernel_counters, counter::LOST);
-        if lost > lost_seen {
-            let delta = lost - lost_seen;
-            lost_seen = lost;
-            counters.lost.fetch_add(delta, Ordering::Relaxed);
-            if tx.send(SourceMsg::Lost(delta)).await.is_err() {
+        let read_errors = kernel_counter(&kernel_counters, counter::READ_ERRORS);
+        counters
+            .kernel_read_errors
+            .store(read_errors, Ordering::Relaxed);
+        let msgs = seen.advance(
+            kernel_counter(&kernel_counters, counter::LOST),
+            read_errors,
+            kernel_counter(&kernel_counters, counter::WATCH_FULL),
+            undecoded,
+        );
+        for msg in msgs {
+            if let SourceMsg::Lost(n) = msg {
+                counters.lost.fetch_add(n, Ordering::Relaxed);
+            }
+            if tx.send(msg).await.is_err() {
                 return;
             }
         }
-        counters.kernel_read_errors.store(
-            kernel_counter(&kernel_counters, counter::READ_ERRORS),
-            Ordering::Relaxed,
-        );
     }
 }
 

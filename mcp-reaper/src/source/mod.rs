@@ -7,6 +7,7 @@
 pub mod ebpf;
 pub mod poll;
 pub mod tracefs;
+pub mod watch;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

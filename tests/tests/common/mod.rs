@@ -19,6 +19,8 @@ use mcp_reaper_tests::wait_until;
 pub struct Daemon {
     _serial: std::sync::MutexGuard<'static, ()>,
     shared: Arc<Mutex<Shared>>,
+    /// The daemon's metrics, when started with them.
+    registry: Option<mcp_reaper::metrics::Registry>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -33,6 +35,22 @@ impl Daemon {
 
     /// As `start`, with these eBPF options (say, without the close tier).
     pub fn start_with(source: SourceChoice, config: Config, ebpf: EbpfOptions) -> Self {
+        Self::start_inner(source, config, ebpf, false)
+    }
+
+    /// As `start_with`, with the daemon's metrics (`metrics_text`).
+    pub fn start_with_metrics(source: SourceChoice, config: Config, ebpf: EbpfOptions) -> Self {
+        Self::start_inner(source, config, ebpf, true)
+    }
+
+    fn start_inner(source: SourceChoice, config: Config, ebpf: EbpfOptions, metrics: bool) -> Self {
+        let registry = metrics.then(mcp_reaper::metrics::Registry::new);
+        let mut reporter = mcp_reaper::report::Reporter::default();
+        if let Some(r) = &registry {
+            reporter.metrics = Some(Arc::new(
+                mcp_reaper::metrics::Metrics::new(r, "test").expect("metrics register"),
+            ));
+        }
         let serial = ONE_DAEMON
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -52,6 +70,7 @@ impl Daemon {
                     },
                     config: Arc::new(config),
                     ebpf,
+                    reporter,
                     ..AgentOptions::default()
                 })
                 .expect("agent starts");
@@ -69,9 +88,27 @@ impl Daemon {
         Self {
             _serial: serial,
             shared,
+            registry,
             stop: Some(stop),
             thread: Some(thread),
         }
+    }
+
+    /// The daemon's /metrics text (empty when started without metrics).
+    pub fn metrics_text(&self) -> String {
+        self.registry
+            .as_ref()
+            .map(mcp_reaper::metrics::encode)
+            .unwrap_or_default()
+    }
+
+    /// The value of one series in `metrics_text`, by its exact text
+    /// (`name{labels}` as exported).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        self.metrics_text().lines().find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok())?
+        })
     }
 
     pub fn read<T>(&self, f: impl FnOnce(&Shared) -> T) -> T {
