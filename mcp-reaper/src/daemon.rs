@@ -667,6 +667,22 @@ impl Agent {
             ..ReapPlan::new(action.root, action.members.clone())
         };
         let proc_root = self.opts.proc_root.clone();
+        // In the eBPF tier the reap also asks the kernel's lineage, which
+        // names members that double forked while the tree ran.
+        let lineage = self.ebpf.as_ref().and_then(|e| match e.lineage_reader() {
+            Ok(r) => Some(r),
+            Err(err) => {
+                warn!("reap without the kernel's lineage: {err:#}");
+                None
+            }
+        });
+        // Without the kernel's lineage, escapees are found by the stdio
+        // they inherited from the root.
+        let heirs = lineage.is_none().then(|| crate::lineage::StdioHeirs {
+            proc_root: proc_root.clone(),
+            root: action.root,
+            inodes: action.record.stdio_inodes.clone(),
+        });
         let config = self.opts.config.clone();
         let tx = self.reap_tx.clone();
         let reason = action.record.reason.clone();
@@ -689,8 +705,11 @@ impl Agent {
             "reaping tree"
         );
         tokio::task::spawn_blocking(move || {
-            let mut source =
-                reaper::ProcDescendants::new(proc_root.clone(), plan.root, &plan.members);
+            let procs = reaper::ProcDescendants::new(proc_root.clone(), plan.root, &plan.members);
+            let root = plan.root;
+            let kernel =
+                lineage.map(|r| Box::new(move || r.members(root)) as crate::lineage::KernelMembers);
+            let mut source = crate::lineage::Lineage::new(procs, kernel, heirs);
             // Fails closed: a live member whose identity or cgroup cannot be
             // read is not signalled.
             let protect = |key: crate::identity::ProcKey| {

@@ -32,6 +32,7 @@ pub mod event;
 pub mod http;
 pub mod identity;
 pub mod kernel_btf;
+pub mod lineage;
 pub mod metrics;
 pub mod ownership;
 pub mod policy;

@@ -174,6 +174,17 @@ impl MemberSource for ProcDescendants {
     }
 }
 
+impl ProcDescendants {
+    /// Adds members found another way (the kernel's lineage): they are
+    /// walked for children too. Keys older than the root are ignored.
+    pub fn learn(&mut self, keys: impl IntoIterator<Item = ProcKey>) {
+        self.known.extend(
+            keys.into_iter()
+                .filter(|k| k.start_ticks >= self.root_start),
+        );
+    }
+}
+
 /// How a reap ended.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub enum Outcome {

@@ -864,8 +864,12 @@ impl Supervisor {
         }
         rec.state = state;
         rec.reason = reason;
-        rec.stdio_inodes = stdio.iter().map(|(_, l)| l.inode()).collect();
-        rec.stdio_inodes.dedup();
+        // Kept once the root is gone: a reap without the kernel's lineage
+        // finds escapees by the stdio they inherited from the root.
+        if !stdio.is_empty() {
+            rec.stdio_inodes = stdio.iter().map(|(_, l)| l.inode()).collect();
+            rec.stdio_inodes.dedup();
+        }
         if newly_orphaned {
             self.detected.push((rec.clone(), members));
         }

@@ -541,3 +541,74 @@ fn enforced_idle_and_superseded_are_reaped_and_the_session_in_use_is_not() {
     assert!(reaps.iter().all(|r| r.root.tgid != new.pid), "{reaps:?}");
     assert!(pool.ping("new"));
 }
+
+/// Live processes whose command line is exactly `argv`.
+fn running(argv: &str) -> Vec<u32> {
+    let out = Command::new("pgrep")
+        .args(["-x", "-f", argv])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// A server that ignores SIGTERM and double-forks setsid escapees in a
+/// tight loop, before and during its reap: in every tier, nothing of it is
+/// left, and a bystander started by the host (outside the tree) and the
+/// host itself live on.
+fn double_forking_tree_leaves_nothing(source: SourceChoice, tag: &str) {
+    let daemon = Daemon::start(source, config(FAKE_SERVER_RULE));
+    let escapee = format!("sleep {tag}");
+    let mut bystander = Command::new("sleep").arg(tag).arg("1").spawn().unwrap();
+    let (mut server, end) = fake_server(&format!(
+        "trap '' TERM; sleep 1; while :; do (setsid sleep {tag} &); done"
+    ));
+    daemon.wait_tracked_live(server.id());
+    assert!(
+        wait_until(Duration::from_secs(10), || running(&escapee).len() > 20),
+        "precondition: the server double-forks escapees"
+    );
+    drop(end);
+    let gone = wait_until(Duration::from_secs(40), || {
+        running(&escapee).is_empty() && server.try_wait().unwrap().is_some()
+    });
+    assert!(
+        gone,
+        "{} escapees survived the reap ({source:?})",
+        running(&escapee).len()
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the bystander outside the tree was killed"
+    );
+    let reaps = daemon.wait_reaps(1);
+    assert_eq!(reaps.len(), 1, "{reaps:?}");
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}
+
+#[test]
+fn ebpf_tier_a_tight_double_fork_loop_leaves_nothing() {
+    if !privileged("ebpf_tier_a_tight_double_fork_loop_leaves_nothing") {
+        return;
+    }
+    double_forking_tree_leaves_nothing(SourceChoice::Ebpf, "7451");
+}
+
+#[test]
+fn poll_tier_a_tight_double_fork_loop_leaves_nothing() {
+    if !privileged("poll_tier_a_tight_double_fork_loop_leaves_nothing") {
+        return;
+    }
+    double_forking_tree_leaves_nothing(SourceChoice::Poll, "7452");
+}
+
+#[test]
+fn pidfd_tier_a_tight_double_fork_loop_leaves_nothing() {
+    if !privileged("pidfd_tier_a_tight_double_fork_loop_leaves_nothing") {
+        return;
+    }
+    double_forking_tree_leaves_nothing(SourceChoice::Pidfd, "7453");
+}

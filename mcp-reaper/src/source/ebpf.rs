@@ -484,6 +484,28 @@ impl EbpfSource {
         }
     }
 
+    /// A second handle on the kernel's watch map (a duplicate of its fd),
+    /// for a reap running on another thread: the tree's members by the
+    /// kernel's own lineage, found however they forked or were reparented.
+    ///
+    /// # Errors
+    /// When the map's fd cannot be duplicated or opened again.
+    pub fn lineage_reader(&self) -> anyhow::Result<LineageReader> {
+        use aya::maps::IterableMap as _;
+        use std::os::fd::AsFd as _;
+        let fd = self
+            .watch
+            .map()
+            .fd()
+            .as_fd()
+            .try_clone_to_owned()
+            .context("duplicating the watch map's fd")?;
+        let data = MapData::from_fd(fd).context("opening the watch map again")?;
+        let map =
+            HashMap::try_from(aya::maps::Map::HashMap(data)).context("the watch map's type")?;
+        Ok(LineageReader { map })
+    }
+
     /// The watch entry the kernel holds for `tgid`, if any.
     pub fn watched(&self, tgid: u32) -> Option<WatchEntry> {
         self.watch.get(&tgid, 0).ok()
@@ -510,6 +532,29 @@ impl EbpfSource {
             counters,
             self.opts.drain_interval,
         )))
+    }
+}
+
+/// The kernel's watch map read from another thread (`lineage_reader`).
+pub struct LineageReader {
+    map: HashMap<MapData, u32, WatchEntry>,
+}
+
+impl LineageReader {
+    /// Every process the kernel has as a member of the tree rooted at
+    /// `root`, each named by the identity its entry was written for (an
+    /// entry left by a dead process names that dead process: the reaper's
+    /// pidfd check then finds it gone or reused, never another process).
+    pub fn members(&self, root: ProcKey) -> Vec<ProcKey> {
+        self.map
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(_, e)| {
+                e.flags & watch::MEMBER != 0
+                    && ProcKey::from_kernel(e.root_tgid, e.root_start_ns) == root
+            })
+            .map(|(tgid, e)| ProcKey::from_kernel(tgid, e.self_start_ns))
+            .collect()
     }
 }
 
