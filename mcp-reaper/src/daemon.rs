@@ -329,6 +329,7 @@ impl Agent {
         let (ebpf, reader) = match ebpf {
             Some(mut src) => {
                 let reader = src.spawn_reader(tx, counters.clone())?;
+                supervisor.wait_for_drain_marks();
                 (Some(src), reader)
             }
             None => {
@@ -444,6 +445,7 @@ impl Agent {
                 self.resync();
             }
             SourceMsg::Gap(cause, n) => self.lineage_gap(cause, n, true),
+            SourceMsg::Drained(ns) => self.supervisor.drained_to(ns),
         }
     }
 
@@ -492,6 +494,7 @@ impl Agent {
                 }
                 SourceMsg::Lost(n) => self.tracker.mark_lost(n),
                 SourceMsg::Gap(cause, n) => self.lineage_gap(cause, n, false),
+                SourceMsg::Drained(ns) => self.supervisor.drained_to(ns),
             }
         }
         self.gap_resync_at = None;
@@ -1114,18 +1117,20 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
         }
         Err(e) => warn!("cannot listen for SIGHUP, reload is off: {e}"),
     }
+    // SIGTERM is handled from before `ready` too: a stop request that
+    // arrives before the loop first runs still shuts down cleanly.
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     reporter.lifecycle(crate::audit::AuditEvent::Startup, agent.source_reason());
     info!(source = %agent.active_source(), reason = agent.source_reason(), "ready");
     let shutdown = async {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    warn!("cannot listen for SIGTERM: {e}");
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+        let mut term = match term {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => info!("SIGINT: shutting down"),
             _ = term.recv() => info!("SIGTERM: shutting down"),

@@ -134,4 +134,8 @@ pub enum SourceMsg {
     /// skipped or a process is not watched. As with `Lost`, nothing may act
     /// on the table until a resync.
     Gap(GapCause, u64),
+    /// Every kernel record made before this boot-time instant (ns) has been
+    /// sent before this message: what the table does not know by now did
+    /// not happen before it. Sent by the eBPF reader after a drain.
+    Drained(u64),
 }

@@ -42,6 +42,15 @@ impl std::fmt::Display for ProcKey {
     }
 }
 
+/// CLOCK_BOOTTIME, the clock of the kernel's records (`start_boottime`,
+/// `ktime`), in ns.
+pub fn boottime_ns() -> Option<u64> {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+    let secs = u64::try_from(t.tv_sec).ok()?;
+    let nanos = u64::try_from(t.tv_nsec).ok()?;
+    secs.checked_mul(1_000_000_000)?.checked_add(nanos)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -194,6 +194,12 @@ pub struct Supervisor {
     reconcile_queue: std::collections::VecDeque<ProcKey>,
     /// Second looks after a close: (when, tree).
     followups: Vec<(Instant, ProcKey)>,
+    /// The eBPF tier: forget an empty tree only after a drain mark.
+    drain_marks: bool,
+    /// The newest drain mark applied (boot-time ns).
+    drained_ns: u64,
+    /// Trees found with no member, and when first (boot-time ns).
+    empty_since: HashMap<ProcKey, u64>,
     /// Watches written per tree root, to remove when the tree is forgotten.
     watched: HashMap<ProcKey, HashSet<ProcKey>>,
     /// Watches of forgotten trees, for `take_unwatch`.
@@ -234,6 +240,9 @@ impl Supervisor {
             reconcile_interval: Duration::from_secs(1),
             reconcile_queue: std::collections::VecDeque::new(),
             followups: Vec::new(),
+            drain_marks: false,
+            drained_ns: 0,
+            empty_since: HashMap::new(),
             watched: HashMap::new(),
             unwatch: Vec::new(),
             gaps: Vec::new(),
@@ -615,10 +624,16 @@ impl Supervisor {
     pub fn check(&mut self, root: ProcKey, tracker: &Tracker) -> bool {
         let members = self.members(root, tracker);
         if members.is_empty() {
-            info!(root = %root, "tree ended by itself");
-            self.forget(root);
-            return false;
+            if self.events_caught_up(root) {
+                info!(root = %root, "tree ended by itself");
+                self.forget(root);
+                return false;
+            }
+            // Fork records of members that double-forked may still be on
+            // their way: keep the tree until the source has caught up.
+            return true;
         }
+        self.empty_since.remove(&root);
         let Some(rec) = self.trees.get(&root) else {
             return false;
         };
@@ -639,7 +654,11 @@ impl Supervisor {
         let mut released_link = None;
         // Fast path for a tree already known live over a UNIX socket: the
         // kernel's record of the root's end still names a peer and no
-        // shutdown, so nothing was released and no fd table needs reading.
+        // shutdown, and an owner outside the tree recorded at the last full
+        // check still holds that very peer (same process, fd and inode), so
+        // nothing was released. A peer that is still there but no longer
+        // held by a recorded owner (handed over, or left only to the tree's
+        // own members) gets the full walk.
         // A released tree always gets the full walk: its confirmation needs
         // to know who holds the far end, not only that someone does.
         let still_held = root_alive
@@ -652,7 +671,16 @@ impl Supervisor {
                     ownership::unix_socket(u32::try_from(*ino).unwrap_or(u32::MAX))
                         .ok()
                         .flatten()
-                        .is_some_and(|info| info.peer_inode.is_some() && info.shutdown == 0)
+                        .is_some_and(|info| {
+                            info.shutdown == 0
+                                && info.peer_inode.is_some_and(|peer| {
+                                    crate::trees::still_holds(
+                                        &rec.owner_fds,
+                                        u64::from(peer),
+                                        &self.proc_root,
+                                    )
+                                })
+                        })
                 }
                 _ => false,
             };
@@ -1033,17 +1061,54 @@ impl Supervisor {
         if let Some(rec) = self.trees.get_mut(&root) {
             rec.reaping = false;
         }
-        if self.members(root, tracker).is_empty() {
+        if self.members(root, tracker).is_empty() && self.events_caught_up(root) {
             self.forget(root);
         } else {
             self.recheck.insert(root);
         }
     }
 
+    /// The event source waits to be caught up before a tree with no member
+    /// left is forgotten (the eBPF tier, whose records may be queued).
+    pub fn wait_for_drain_marks(&mut self) {
+        self.drain_marks = true;
+    }
+
+    /// Every kernel record made before `ns` (boot time) has been applied.
+    pub fn drained_to(&mut self, ns: u64) {
+        self.drained_ns = self.drained_ns.max(ns);
+        // Trees waiting for it are checked again.
+        let drained = self.drained_ns;
+        let ready: Vec<ProcKey> = self
+            .empty_since
+            .iter()
+            .filter(|&(_, &since)| drained >= since)
+            .map(|(r, _)| *r)
+            .collect();
+        self.recheck.extend(ready);
+    }
+
+    /// Whether a tree `root` that shows no member may be forgotten: at once
+    /// in the tiers without queued records; in the eBPF tier only once a
+    /// drain mark newer than the first look that found it empty has been
+    /// applied, so that a fork made before that look (a member that double
+    /// forked) has been seen.
+    fn events_caught_up(&mut self, root: ProcKey) -> bool {
+        if !self.drain_marks {
+            return true;
+        }
+        let Some(now) = crate::identity::boottime_ns() else {
+            return true;
+        };
+        let since = *self.empty_since.entry(root).or_insert(now);
+        self.drained_ns >= since
+    }
+
     /// Drops a tree that has nothing left; the watches written for it are
     /// handed to `take_unwatch`.
     fn forget(&mut self, root: ProcKey) {
         self.trees.remove(&root);
+        self.empty_since.remove(&root);
         self.unwatch
             .extend(self.watched.remove(&root).unwrap_or_default());
     }

@@ -260,6 +260,7 @@ impl Tracker {
             SourceMsg::Event(ev) => self.apply(ev),
             SourceMsg::Lost(n) => self.mark_lost(*n),
             SourceMsg::Gap(_, n) => self.mark_gap(*n),
+            SourceMsg::Drained(_) => {}
         }
     }
 

@@ -143,6 +143,21 @@ impl OwnerFd {
     }
 }
 
+/// Whether one of `owners` (recorded at a full check) still holds the far
+/// end `peer`: that process (pid and start time) still has that fd open on
+/// that inode. Two small reads per owner; no fd table is listed.
+pub fn still_holds(owners: &[OwnerFd], peer: u64, proc_root: &Path) -> bool {
+    owners.iter().any(|o| {
+        o.inode == peer
+            && fdtable::read_fd(proc_root, o.pid, o.fd)
+                .ok()
+                .flatten()
+                .and_then(|(t, _)| t.inode())
+                == Some(Inode::Socket(peer))
+            && fdtable::proc_key(proc_root, o.pid) == Some(o.key())
+    })
+}
+
 fn view(p: &ProcInfo) -> ProcView<'_> {
     ProcView {
         comm: &p.comm,
@@ -547,6 +562,49 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn a_recorded_owner_still_holds_only_the_same_fd_on_the_same_peer() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let proc_dir = p.join("7");
+        std::fs::create_dir_all(proc_dir.join("fd")).unwrap();
+        std::fs::write(
+            proc_dir.join("stat"),
+            "7 (h) S 1 7 7 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 100 0",
+        )
+        .unwrap();
+        std::fs::create_dir_all(proc_dir.join("fdinfo")).unwrap();
+        for (fd, link) in [(5, "socket:[900]"), (6, "socket:[901]")] {
+            std::os::unix::fs::symlink(link, proc_dir.join(format!("fd/{fd}"))).unwrap();
+            std::fs::write(
+                proc_dir.join(format!("fdinfo/{fd}")),
+                "pos:\t0\nflags:\t02\n",
+            )
+            .unwrap();
+        }
+        let owner = |start, fd, inode| OwnerFd {
+            pid: 7,
+            start_ticks: start,
+            fd,
+            inode,
+        };
+        let cases = [
+            (vec![owner(100, 5, 900)], 900, true),
+            // Recorded for another peer, or the fd now holds another one.
+            (vec![owner(100, 5, 900)], 901, false),
+            (vec![owner(100, 6, 900)], 900, false),
+            // The PID now names another process.
+            (vec![owner(99, 5, 900)], 900, false),
+            // Closed since.
+            (vec![owner(100, 8, 900)], 900, false),
+            (vec![], 900, false),
+            (vec![owner(100, 8, 900), owner(100, 6, 901)], 901, true),
+        ];
+        for (owners, peer, want) in cases {
+            assert_eq!(still_holds(&owners, peer, p), want, "{owners:?} {peer}");
+        }
+    }
 
     fn proc(pid: u32, start: u64, ppid: u32, comm: &str, args: &[&str]) -> ProcInfo {
         ProcInfo {

@@ -612,3 +612,42 @@ fn pidfd_tier_a_tight_double_fork_loop_leaves_nothing() {
     }
     double_forking_tree_leaves_nothing(SourceChoice::Pidfd, "7453");
 }
+
+/// The kernel's fork records of a double fork are still queued (a slow
+/// drain) when the root exits and a look at /proc finds nobody: the tree is
+/// kept until the source has caught up, so the escapee the records name is
+/// still a member, and is reaped as a remnant once the host lets go.
+#[test]
+fn a_tree_is_not_forgotten_while_its_fork_records_are_queued() {
+    if !privileged("a_tree_is_not_forgotten_while_its_fork_records_are_queued") {
+        return;
+    }
+    let slow_drain = EbpfOptions {
+        drain_interval: Duration::from_secs(3),
+        close_tier: CloseTier::Off,
+        ..EbpfOptions::default()
+    };
+    let daemon = Daemon::start_with(SourceChoice::Ebpf, config(FAKE_SERVER_RULE), slow_drain);
+    let (mut server, end) = fake_server("sleep 2; (setsid sleep 7471 &); exit 0");
+    let root = server.id();
+    daemon.wait_tracked_live(root);
+    let _ = server.wait();
+    assert!(
+        wait_until(Duration::from_secs(5), || running("sleep 7471").len() == 1),
+        "precondition: the escapee runs"
+    );
+    // Past the reconcile interval and the slow drain: the tree is still
+    // known (old code forgot it at the first empty look).
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        daemon.tree(root).is_some(),
+        "the tree was forgotten while its fork records were queued"
+    );
+    drop(end);
+    assert!(
+        wait_until(Duration::from_secs(20), || running("sleep 7471").is_empty()),
+        "the escapee of a forgotten tree leaked"
+    );
+    let reaps = daemon.wait_reaps(1);
+    assert!(reaps.iter().any(|r| r.root.tgid == root), "{reaps:?}");
+}

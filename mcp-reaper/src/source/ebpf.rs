@@ -672,6 +672,9 @@ async fn read_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seen = KernelSeen::default();
     let mut batch = Vec::with_capacity(256);
+    // Drain marks: after a drain that read anything, and every
+    // DRAIN_MARK_TICKS timer ticks when nothing happens.
+    let mut quiet_ticks = 0u32;
     loop {
         tokio::select! {
             guard = fd.readable_mut() => match guard {
@@ -684,8 +687,13 @@ async fn read_loop(
             _ = tick.tick() => {}
         }
         // Drain everything available, decoding each record before the next
-        // borrow of the ring; sending happens outside the borrow.
+        // borrow of the ring; sending happens outside the borrow. Every
+        // record committed before `mark` is read by the time the ring is
+        // empty (one reserved earlier but still being written can trail
+        // it by the program's run time: DRAIN_MARK_SLACK_NS covers that).
+        let mark = crate::identity::boottime_ns();
         let mut undecoded = 0u64;
+        let mut read_any = false;
         loop {
             batch.clear();
             {
@@ -703,6 +711,7 @@ async fn read_loop(
                 }
             }
             let drained = batch.len();
+            read_any |= drained > 0;
             for ev in batch.drain(..) {
                 counters.count_event(&ev);
                 if tx.send(SourceMsg::Event(ev)).await.is_err() {
@@ -731,8 +740,25 @@ async fn read_loop(
                 return;
             }
         }
+        quiet_ticks = if read_any { 0 } else { quiet_ticks + 1 };
+        if (read_any || quiet_ticks >= DRAIN_MARK_TICKS)
+            && let Some(mark) = mark
+        {
+            quiet_ticks = 0;
+            let upto = mark.saturating_sub(DRAIN_MARK_SLACK_NS);
+            if tx.send(SourceMsg::Drained(upto)).await.is_err() {
+                return;
+            }
+        }
     }
 }
+
+/// A drain mark is sent at least every this many quiet timer ticks.
+const DRAIN_MARK_TICKS: u32 = 20;
+
+/// How far a drain mark stays behind the instant the drain began: a record
+/// reserved before it may still be being written while the reader passes.
+const DRAIN_MARK_SLACK_NS: u64 = 2_000_000;
 
 fn spawn_kernel_logger(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     tokio::spawn(async move {

@@ -155,6 +155,7 @@ mod tests {
                 SourceMsg::Lost(n) => format!("lost {n}"),
                 SourceMsg::Gap(c, n) => format!("{} {n}", c.as_str()),
                 SourceMsg::Event(_) => "event".to_owned(),
+                SourceMsg::Drained(_) => "drained".to_owned(),
             })
             .collect()
     }
