@@ -125,6 +125,9 @@ pub struct Agent {
     fault_source_stop: Option<std::time::Instant>,
     /// Validated configurations to put in force (SIGHUP).
     reload_rx: Option<mpsc::Receiver<Arc<Config>>>,
+    /// The tree table last written, and when it was last considered.
+    trees_saved: Option<crate::persist::SavedTable>,
+    trees_saved_at: Option<std::time::Instant>,
     counters: Arc<SourceCounters>,
     resyncs: u64,
     /// When a resync is due after a gap in lineage.
@@ -325,6 +328,14 @@ impl Agent {
         }
         let mut ebpf = ebpf;
         supervisor.seed(&snapshot.procs, &tracker, ebpf.as_mut());
+        // Lineage a killed predecessor kept in its kernel maps is gone; its
+        // tree table says who belonged where (checked against /proc).
+        if let Some(dir) = &opts.state_dir
+            && let Some(table) = crate::persist::load(dir)
+        {
+            let saved = crate::persist::verify_in_proc(table, &opts.proc_root);
+            supervisor.restore(saved, &mut tracker, ebpf.as_mut());
+        }
         let (reap_tx, reap_rx) = mpsc::unbounded_channel();
         let (ebpf, reader) = match ebpf {
             Some(mut src) => {
@@ -352,6 +363,8 @@ impl Agent {
             reader,
             fault_source_stop: None,
             reload_rx: None,
+            trees_saved: None,
+            trees_saved_at: None,
             counters,
             resyncs: 0,
             gap_resync_at: None,
@@ -572,6 +585,7 @@ impl Agent {
         }
         self.supervisor.reconcile_step();
         self.supervise_now();
+        self.save_trees();
         if let Some(src) = self.ebpf.as_mut()
             && src.close_tier()
         {
@@ -749,6 +763,30 @@ impl Agent {
                 s.reaps.remove(0);
             }
         });
+    }
+
+    /// Writes the tree table for the next start (`persist`), at most once a
+    /// second and only when it changed.
+    fn save_trees(&mut self) {
+        let Some(dir) = &self.opts.state_dir else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if self
+            .trees_saved_at
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        self.trees_saved_at = Some(now);
+        let table = self.supervisor.saved_table(&self.tracker);
+        if self.trees_saved.as_ref() == Some(&table) {
+            return;
+        }
+        match crate::persist::save(dir, &table) {
+            Ok(()) => self.trees_saved = Some(table),
+            Err(e) => warn!("cannot save the tree table in {}: {e}", dir.display()),
+        }
     }
 
     /// A sender for configurations to put in force while `run_until` runs

@@ -35,6 +35,7 @@ pub mod kernel_btf;
 pub mod lineage;
 pub mod metrics;
 pub mod ownership;
+pub mod persist;
 pub mod policy;
 pub mod procscan;
 pub mod protect;

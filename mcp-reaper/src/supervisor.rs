@@ -1068,6 +1068,77 @@ impl Supervisor {
         }
     }
 
+    /// The tree table to keep across a restart (`persist`): every tree
+    /// with its live members by the tracker's lineage (no /proc reads).
+    pub fn saved_table(&self, tracker: &Tracker) -> crate::persist::SavedTable {
+        let trees = self
+            .trees
+            .values()
+            .map(|t| {
+                let mut members = tracker.tree_members(t.root);
+                members.extend(tracker.descendants(t.root));
+                members.push(t.root);
+                members.retain(|k| tracker.get(*k).is_some_and(|e| e.is_live()));
+                crate::persist::SavedTree {
+                    root: t.root.into(),
+                    host: t.host.map(Into::into),
+                    host_rule: t.host_rule.clone(),
+                    server: t.server.clone(),
+                    members: members.into_iter().map(Into::into).collect(),
+                }
+            })
+            .collect();
+        crate::persist::SavedTable::new(trees)
+    }
+
+    /// Takes back the trees a previous run saved (already verified against
+    /// /proc): each live member is adopted into its tree (and watched in
+    /// the kernel), and a tree this run has not found (its root exited
+    /// while the daemon was down) is known again, to be judged like any
+    /// other: a remnant when nobody holds what its members hold.
+    pub fn restore(
+        &mut self,
+        saved: Vec<crate::persist::SavedTree>,
+        tracker: &mut Tracker,
+        mut ebpf: Option<&mut EbpfSource>,
+    ) {
+        for t in saved {
+            let root: ProcKey = t.root.into();
+            for m in &t.members {
+                let m: ProcKey = (*m).into();
+                tracker.adopt(m, root);
+                if let Some(src) = ebpf.as_deref_mut() {
+                    self.watch_member(src, m, root);
+                }
+            }
+            if !self.trees.contains_key(&root) {
+                info!(root = %root, members = t.members.len(), "tree restored from the previous run's table");
+                self.trees.insert(
+                    root,
+                    TreeRecord {
+                        root,
+                        server: t.server,
+                        host: t.host.map(Into::into),
+                        host_rule: t.host_rule,
+                        session_id: None,
+                        owner_fds: Vec::new(),
+                        chain: Vec::new(),
+                        released_link: None,
+                        released_by: Vec::new(),
+                        state: TreeState::Unknown,
+                        reason: Some("not checked yet".into()),
+                        orphan_since: None,
+                        owners_seen: Vec::new(),
+                        stdio_inodes: Vec::new(),
+                        reaping: false,
+                        last_decision: None,
+                    },
+                );
+            }
+            self.recheck.insert(root);
+        }
+    }
+
     /// The event source waits to be caught up before a tree with no member
     /// left is forgotten (the eBPF tier, whose records may be queued).
     pub fn wait_for_drain_marks(&mut self) {

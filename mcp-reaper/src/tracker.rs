@@ -295,6 +295,23 @@ impl Tracker {
         true
     }
 
+    /// Makes `key` a member of the tree rooted at `root` on the word of a
+    /// previous run's tree table (`persist`), which wrote it from the
+    /// kernel's lineage: lineage this table cannot show any more (the
+    /// member was reparented while the daemon was down). The caller has
+    /// checked that `key` is alive with that start time. `false` if `key`
+    /// is not in the table.
+    pub fn adopt(&mut self, key: ProcKey, root: ProcKey) -> bool {
+        if !self.entries.contains_key(&key) {
+            return false;
+        }
+        self.set_tree_root(key, root);
+        if let Some(e) = self.entries.get_mut(&key) {
+            e.unproven_root = None;
+        }
+        true
+    }
+
     /// Updates comm and command line from a fresh read of /proc. `false` if
     /// the process is not in the table.
     pub fn refresh(&mut self, info: &ProcInfo) -> bool {

@@ -150,3 +150,77 @@ fn a_death_between_sigstop_and_sigcont_leaves_no_tree_frozen() {
     let _ = bystander.kill();
     let _ = bystander.wait();
 }
+
+/// A member that the tree double-forked (an escapee reparented to PID 1,
+/// matching no server rule itself) while the daemon ran, whose root the
+/// host killed and whose far end it released while the daemon was down:
+/// the restarted daemon knows it from its predecessor's tree table and
+/// reaps it as a remnant. A bystander the host started is untouched.
+#[test]
+fn a_member_reparented_while_the_daemon_was_down_is_still_reaped() {
+    if !privileged("a_member_reparented_while_the_daemon_was_down_is_still_reaped") {
+        return;
+    }
+    let _serial = common::serial();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n{}",
+            mcp_reaper_tests::FAKE_SERVER_RULE,
+            host_config("1s", "1s")
+        ),
+    )
+    .unwrap();
+    let daemon = start_daemon(&config);
+    let mut bystander = std::process::Command::new("sleep")
+        .arg("7492")
+        .spawn()
+        .unwrap();
+    let (mut server, end) =
+        mcp_reaper_tests::fake_server("sleep 1; (setsid sleep 7491 &); exec sleep 600");
+    let escapee = || {
+        let out = std::process::Command::new("pgrep")
+            .args(["-x", "-f", "sleep 7491"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.trim().parse::<u32>().ok())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || escapee().len() == 1),
+        "precondition: the escapee runs"
+    );
+    let escapee_pid = escapee()[0];
+    // The daemon has written the escapee into its table.
+    let table = dir.path().join("state/trees.json");
+    assert!(
+        wait_until(Duration::from_secs(15), || std::fs::read_to_string(&table)
+            .is_ok_and(|t| t.contains(&format!("\"tgid\":{escapee_pid},")))),
+        "the tree table never named the escapee"
+    );
+    daemon.kill_9();
+    // While the daemon is down: the host kills the root and lets go.
+    let _ = server.kill();
+    let _ = server.wait();
+    drop(end);
+    assert!(
+        is_alive(escapee_pid),
+        "precondition: the escapee outlived its root"
+    );
+
+    let _daemon = start_daemon(&config);
+    assert!(
+        wait_until(Duration::from_secs(20), || !is_alive(escapee_pid)),
+        "the escapee of a tree whose root died while the daemon was down leaked"
+    );
+    assert!(
+        bystander.try_wait().unwrap().is_none(),
+        "the host's other child was killed"
+    );
+    let _ = bystander.kill();
+    let _ = bystander.wait();
+}

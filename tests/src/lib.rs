@@ -97,3 +97,44 @@ pub fn lines_of(stream: impl std::io::Read + Send + 'static) -> std::sync::mpsc:
     });
     rx
 }
+
+/// A connected AF_UNIX stream socketpair; `cloexec` says whether both ends
+/// are close-on-exec.
+pub fn socketpair(cloexec: bool) -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    let mut fds = [0i32; 2];
+    let flags = libc::SOCK_STREAM | if cloexec { libc::SOCK_CLOEXEC } else { 0 };
+    // SAFETY: socketpair writes two new fds into the array.
+    let rc = unsafe { libc::socketpair(libc::AF_UNIX, flags, 0, fds.as_mut_ptr()) };
+    assert_eq!(rc, 0, "socketpair: {}", std::io::Error::last_os_error());
+    use std::os::fd::FromRawFd;
+    // SAFETY: both fds are new and owned by nothing else.
+    unsafe {
+        (
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[1]),
+        )
+    }
+}
+
+/// The `[[server]]` rule that matches [`fake_server`]'s trees.
+pub const FAKE_SERVER_RULE: &str = r#"
+[[server]]
+name = "fake"
+cmdline = 'bash -c # mcp-fake-server(?s:.*)'
+"#;
+
+/// A stand-in server started by the calling test as its host over a
+/// socketpair: `bash -c SCRIPT` with a marker that [`FAKE_SERVER_RULE`]
+/// classifies as a server. Returns the child and the host's end.
+pub fn fake_server(script: &str) -> (std::process::Child, std::os::fd::OwnedFd) {
+    let (ours, theirs) = socketpair(true);
+    let theirs_out = theirs.try_clone().expect("dup the server's end");
+    let child = std::process::Command::new("bash")
+        .args(["-c", &format!("# mcp-fake-server\n{script}")])
+        .stdin(std::process::Stdio::from(theirs))
+        .stdout(std::process::Stdio::from(theirs_out))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start bash");
+    (child, ours)
+}

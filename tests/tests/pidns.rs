@@ -10,7 +10,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::{
-    os::fd::{AsRawFd as _, OwnedFd},
+    os::fd::AsRawFd as _,
     process::{Command, Stdio},
     time::Duration,
 };
@@ -63,16 +63,6 @@ grace = "1s"
 kill_after = "1s"
 "#;
 
-fn socketpair() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0i32; 2];
-    // SAFETY: socketpair writes two new fds into the array.
-    let rc = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
-    assert_eq!(rc, 0);
-    use std::os::fd::FromRawFd;
-    // SAFETY: both fds are new and owned by nothing else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
 /// A host that leaks its own end into the server (no close-on-exec): the
 /// server hands it to a child. Once the host closes its copy the far end of
 /// the server's stdin is held only by the tree itself: nobody outside can
@@ -87,7 +77,7 @@ fn a_far_end_left_only_to_the_tree_is_found_and_reaped() {
     }
     let config = Config::from_toml_str(RULES, "pidns").unwrap();
     let daemon = Daemon::start(SourceChoice::Poll, config);
-    let (ours, theirs) = socketpair();
+    let (ours, theirs) = mcp_reaper_tests::socketpair(false);
     let theirs_out = theirs.try_clone().unwrap();
     let far = ours.as_raw_fd();
     let mut server = Command::new("bash")
@@ -141,7 +131,7 @@ fn a_far_end_the_host_still_holds_stays_live() {
     }
     let config = Config::from_toml_str(RULES, "pidns").unwrap();
     let daemon = Daemon::start(SourceChoice::Poll, config);
-    let (ours, theirs) = socketpair();
+    let (ours, theirs) = mcp_reaper_tests::socketpair(false);
     let theirs_out = theirs.try_clone().unwrap();
     let far = ours.as_raw_fd();
     let mut server = Command::new("bash")

@@ -4,11 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::{
-    os::fd::OwnedFd,
-    process::{Command, Stdio},
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
 mod common;
 
@@ -22,6 +18,7 @@ use mcp_reaper::{
     },
 };
 use mcp_reaper_tests::{
+    FAKE_SERVER_RULE, fake_server,
     host::{Session, TestHost, Transport, host_config, is_alive, server_tree_pids},
     privileged, start_ticks, wait_until,
 };
@@ -319,44 +316,6 @@ fn release_by_session_reaps_exactly_that_session() {
     assert_eq!(reaps.len(), 1);
     assert_eq!(reaps[0].reason.as_deref(), Some("session-ended"));
 }
-
-/// A stand-in server launched by this test as its host over a socketpair:
-/// `bash -c SCRIPT` with a marker the test config classifies as a server.
-fn fake_server(script: &str) -> (std::process::Child, OwnedFd) {
-    let (ours, theirs) = rustix_socketpair();
-    let theirs_out = theirs.try_clone().unwrap();
-    let child = Command::new("bash")
-        .args(["-c", &format!("# mcp-fake-server\n{script}")])
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::from(theirs_out))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    (child, ours)
-}
-
-fn rustix_socketpair() -> (OwnedFd, OwnedFd) {
-    let mut fds = [0i32; 2];
-    // SAFETY: socketpair writes two new fds into the array.
-    let rc = unsafe {
-        libc::socketpair(
-            libc::AF_UNIX,
-            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
-            0,
-            fds.as_mut_ptr(),
-        )
-    };
-    assert_eq!(rc, 0);
-    use std::os::fd::FromRawFd;
-    // SAFETY: both fds are new and owned by nothing else.
-    unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
-}
-
-const FAKE_SERVER_RULE: &str = r#"
-[[server]]
-name = "fake"
-cmdline = 'bash -c # mcp-fake-server(?s:.*)'
-"#;
 
 /// Scenarios 6 and 7: a server whose descendant escapes with setsid and a
 /// double fork, and one that keeps forking while it is reaped. Nothing of

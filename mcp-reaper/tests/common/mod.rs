@@ -82,6 +82,9 @@ pub fn start_daemon_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> 
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("daemon logs ready");
+        if std::env::var_os("MCP_REAPER_TEST_DAEMON_LOG").is_some() {
+            eprintln!("daemon: {line}");
+        }
         if line.contains("\"ready\"") {
             // Keep draining in the background.
             std::thread::spawn(move || {
