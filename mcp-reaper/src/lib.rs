@@ -10,6 +10,7 @@
 //! - `stdin_watch`: the pidfd tier's root-exit and stdin-hangup wakes.
 //! - `tracker`: the process table and fork lineage.
 //! - `config`: the TOML configuration, host presets and server shapes.
+//! - `classify`: which tree a server belongs to, rooted where, whose host.
 //! - `ownership`: who holds the far end of a tree's stdio (sock_diag, fds).
 //! - `trees`: MCP trees, their owners, states and memory.
 //! - `scan`: the one-shot report.
@@ -23,6 +24,7 @@
 
 pub mod activity;
 pub mod audit;
+pub mod classify;
 pub mod config;
 pub mod control;
 pub mod daemon;

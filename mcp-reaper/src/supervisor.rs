@@ -23,6 +23,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::{
+    classify,
     config::{Config, ProcView},
     event::{CloseKind, GapCause, ProcessEvent},
     identity::ProcKey,
@@ -168,7 +169,6 @@ pub struct Supervisor {
     config: Arc<Config>,
     proc_root: PathBuf,
     infos: HashMap<ProcKey, ProcInfo>,
-    servers: HashSet<ProcKey>,
     hosts: HashMap<ProcKey, String>,
     /// Relay and anchor hops of host rules (host side, never reaped).
     relays: HashMap<ProcKey, String>,
@@ -218,7 +218,6 @@ impl Supervisor {
             config,
             proc_root,
             infos: HashMap::new(),
-            servers: HashSet::new(),
             hosts: HashMap::new(),
             relays: HashMap::new(),
             pending: Vec::new(),
@@ -390,7 +389,6 @@ impl Supervisor {
         // A process is classified by what it runs now: an exec can turn a
         // forked copy of a host into a server, or the other way round.
         self.hosts.remove(&key);
-        self.servers.remove(&key);
         self.relays.remove(&key);
         if protected {
             return;
@@ -414,28 +412,19 @@ impl Supervisor {
         if self.config.classify_server(&v).is_none() {
             return;
         }
-        self.servers.insert(key);
-        // Part of an existing tree (node under npm exec -> sh -c: any
-        // ancestor is a known root), or a new root.
-        let in_tree = tracker
-            .get(key)
-            .and_then(|e| e.tree_root)
-            .filter(|r| *r != key && self.trees.contains_key(r))
-            .or_else(|| {
-                let parent = self.parent_of(key, tracker)?;
-                self.root_of(parent, tracker)
-            });
-        match in_tree {
-            Some(root) => {
+        // Which tree: the one lineage already puts it in, or a new one rooted
+        // where the host spawned the line of launchers and servers above it
+        // (`classify::place`), whichever of their execs came first.
+        let chain = self.chain_of(key, tracker);
+        debug!(server = %key, ?chain, "placing");
+        match classify::place(&chain) {
+            classify::Placement::None => {}
+            classify::Placement::Member { root } => {
                 if let Some(src) = ebpf {
                     self.watch_member(src, key, root);
                 }
             }
-            None => {
-                // The root is the topmost server of an unbroken line of
-                // servers (npm exec above sh -c above node), even when the
-                // ancestors' own execs have not been classified yet.
-                let root = self.topmost_server(key, tracker);
+            classify::Placement::NewTree { root, .. } => {
                 if !self.trees.contains_key(&root) {
                     self.add_tree(root, tracker, ebpf);
                 }
@@ -443,46 +432,42 @@ impl Supervisor {
         }
     }
 
-    /// Whether `key` runs a server (classified from /proc on demand).
-    fn is_server(&mut self, key: ProcKey) -> bool {
-        if self.servers.contains(&key) {
-            return true;
-        }
-        if !self.infos.contains_key(&key) {
-            match procscan::read_process(&self.proc_root, key.tgid) {
-                Ok(info) if info.key == key => {
-                    self.infos.insert(key, info);
+    /// The evidence `classify::place` needs: `key` and its ancestors up to
+    /// PID 1 (or the first one gone), each with its role and the known tree
+    /// it is in. Ancestors are read from /proc afresh: their own exec may
+    /// not be classified yet, and what was read at their exec can be stale,
+    /// since a process title changes without an exec (npm calls itself
+    /// `npm` first, `npm exec PKG` later).
+    fn chain_of(&mut self, key: ProcKey, tracker: &Tracker) -> Vec<classify::Link> {
+        let mut chain = Vec::new();
+        let mut cur = Some(key);
+        while let Some(k) = cur.filter(|k| k.tgid > 1 && chain.len() < 64) {
+            if k != key || !self.infos.contains_key(&k) {
+                match procscan::read_process(&self.proc_root, k.tgid) {
+                    Ok(info) if info.key == k => {
+                        self.infos.insert(k, info);
+                    }
+                    _ => break, // gone: the chain ends here
                 }
-                _ => return false,
             }
-        }
-        let Some(info) = self.infos.get(&key) else {
-            return false;
-        };
-        let v = view(info);
-        let server = crate::protect::check_info(&self.config, &self.proc_root, info)
-            == crate::protect::Protection::Free
-            && self.config.classify_relay(&v).is_none()
-            && self.config.classify_host(&v).is_none()
-            && self.config.classify_server(&v).is_some();
-        if server {
-            self.servers.insert(key);
-        }
-        server
-    }
-
-    fn topmost_server(&mut self, key: ProcKey, tracker: &Tracker) -> ProcKey {
-        let mut top = key;
-        for _ in 0..64 {
-            let Some(parent) = self.parent_of(top, tracker).filter(|p| p.tgid > 1) else {
+            let Some(info) = self.infos.get(&k) else {
                 break;
             };
-            if !self.is_server(parent) {
-                break;
-            }
-            top = parent;
+            let protected = crate::protect::check_info(&self.config, &self.proc_root, info)
+                != crate::protect::Protection::Free;
+            let role = classify::role(&self.config, &view(info), protected);
+            let tree = if self.trees.contains_key(&k) {
+                Some(k)
+            } else {
+                tracker
+                    .get(k)
+                    .and_then(|e| e.tree_root)
+                    .filter(|r| self.trees.contains_key(r))
+            };
+            chain.push(classify::Link { key: k, role, tree });
+            cur = self.parent_of(k, tracker);
         }
-        top
+        chain
     }
 
     fn parent_of(&self, key: ProcKey, tracker: &Tracker) -> Option<ProcKey> {
@@ -490,17 +475,6 @@ impl Supervisor {
             let info = self.infos.get(&key)?;
             procscan::read_key(&self.proc_root, info.ppid)
         })
-    }
-
-    fn root_of(&self, key: ProcKey, tracker: &Tracker) -> Option<ProcKey> {
-        let mut cur = key;
-        for _ in 0..64 {
-            if self.trees.contains_key(&cur) {
-                return Some(cur);
-            }
-            cur = self.parent_of(cur, tracker)?;
-        }
-        None
     }
 
     fn add_tree(&mut self, root: ProcKey, tracker: &Tracker, ebpf: Option<&mut EbpfSource>) {
