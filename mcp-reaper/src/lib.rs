@@ -15,6 +15,7 @@
 //! - `trees`: MCP trees, their owners, states and memory.
 //! - `scan`: the one-shot report.
 //! - `policy`: what to do about a tree (pure decision table).
+//! - `remnant`: the verdict on a tree whose root is gone (pure).
 //! - `supervisor`: the daemon's live map of trees and its decisions.
 //! - `reaper`: kills one tree through pidfds, completely and only it.
 //! - `report`: audit records, metrics and log lines for every decision.
@@ -42,6 +43,7 @@ pub mod procscan;
 pub mod protect;
 pub mod reaper;
 pub mod release;
+pub mod remnant;
 pub mod report;
 pub mod scan;
 pub mod source;

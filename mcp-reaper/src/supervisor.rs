@@ -33,6 +33,7 @@ use crate::{
     },
     policy::{self, Decision, Facts},
     procscan::{self, ProcInfo},
+    remnant,
     source::ebpf::{EbpfSource, Watched},
     tracker::Tracker,
     trees::{self, OwnerFd, TreeState},
@@ -681,45 +682,13 @@ impl Supervisor {
             }
         } else {
             // The root is gone; what is left is a remnant unless some
-            // member still holds an fd (stdio or lineage) whose far end
-            // leads to a live owner (a launcher that forked the real server
-            // and exited is not a remnant). Members that closed all their
-            // fds, or hold only far ends that were released or lead to a
-            // relay whose upstream was released, hold nothing.
-            let mut fds: Vec<u32> = STDIO_FDS.to_vec();
-            fds.extend(lineage.iter().copied());
-            let mut held = Vec::new();
-            let mut unknown = false;
-            for m in &members {
-                match chain::fd_links(
-                    *m,
-                    &fds,
-                    &member_pids,
-                    &candidates,
-                    &relay_of,
-                    &self.proc_root,
-                ) {
-                    Link::Owner(ChainEnd::Held { chain, owners }) => {
-                        if chain.len() > 1 && chain_seen.is_empty() {
-                            chain_seen = chain;
-                        }
-                        held.extend(owners);
-                    }
-                    Link::Owner(_) | Link::Unknown(_) => unknown = true,
-                    Link::None => {}
-                }
+            // member still holds a link to a live owner (`remnant`).
+            let (state, reason, held, chain) =
+                self.remnant_check(&members, &member_pids, &candidates, &lineage);
+            if chain.len() > 1 {
+                chain_seen = chain;
             }
-            if !held.is_empty() {
-                (TreeState::Live, None, held)
-            } else if unknown {
-                (
-                    TreeState::Unknown,
-                    Some("remnant-unproven".into()),
-                    Vec::new(),
-                )
-            } else {
-                (TreeState::Orphaned, Some("remnant".into()), Vec::new())
-            }
+            (state, reason, held)
         };
         // Lineage fds (per host rule) are ownership links too: a member
         // holding one whose far end leads to a live owner keeps the tree.
@@ -748,7 +717,7 @@ impl Supervisor {
                         reason = Some("lineage-unproven".into());
                         released_link = None;
                     }
-                    Link::None => {}
+                    Link::None | Link::Released => {}
                 }
             }
         }
@@ -848,6 +817,49 @@ impl Supervisor {
             self.detected.push((rec.clone(), members));
         }
         true
+    }
+
+    /// The evidence and verdict for a tree whose root is gone: each
+    /// member's stdin, stdout and lineage fds (`remnant::member_hold`).
+    /// Returns the state, its reason, the owners holding the tree and the
+    /// relay chain they were reached through.
+    fn remnant_check(
+        &self,
+        members: &[ProcKey],
+        member_pids: &HashSet<u32>,
+        candidates: &[u32],
+        lineage: &[u32],
+    ) -> (TreeState, Option<String>, Vec<FdHolder>, Vec<ProcKey>) {
+        let relay_of = |k: ProcKey| self.relay_ctl(k);
+        let mut held = Vec::new();
+        let mut chain_seen = Vec::new();
+        let mut holds = Vec::new();
+        for m in members {
+            let mut links = [&[0][..], &[1][..], lineage].map(|fds| {
+                chain::fd_links(*m, fds, member_pids, candidates, &relay_of, &self.proc_root)
+            });
+            let [stdin, stdout, lin] = links.each_ref().map(remnant::Hold::from);
+            if stdin == remnant::Hold::Released {
+                links[1] = Link::Released; // the host ended its input
+            }
+            let hold = remnant::member_hold(stdin, stdout, lin);
+            if hold == remnant::Hold::Held {
+                for link in links {
+                    if let Link::Owner(ChainEnd::Held { chain, owners }) = link {
+                        if chain.len() > 1 && chain_seen.is_empty() {
+                            chain_seen = chain;
+                        }
+                        held.extend(owners);
+                    }
+                }
+            }
+            holds.push(hold);
+        }
+        let (state, reason) = remnant::verdict(&holds);
+        if state != TreeState::Live {
+            held.clear();
+        }
+        (state, reason, held, chain_seen)
     }
 
     /// When the next follow-up check after a close is due, if any.
