@@ -127,6 +127,8 @@ fn sdk_closed_sessions_are_reaped_whole_and_the_open_one_lives() {
         "the open session's processes are the same ones"
     );
     assert!(is_alive(host.pid()), "the host is never touched");
+    // A reap's members are gone a moment before its record is filed.
+    let reaps = daemon.wait_reaps(closed.len());
     let reaped = daemon.reaped_pids();
     let spared: Vec<u32> = open_before
         .iter()
@@ -139,7 +141,6 @@ fn sdk_closed_sessions_are_reaped_whole_and_the_open_one_lives() {
     );
     // This daemon did it: each closed session's server is in its reaps. (A
     // reaper running elsewhere on the machine would also end these trees.)
-    let reaps = daemon.read(|s| s.reaps.clone());
     for t in &closed {
         let server = *t.last().expect("a tree has members");
         assert!(
