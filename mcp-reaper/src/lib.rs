@@ -10,10 +10,12 @@
 //! - `stdin_watch`: the pidfd tier's root-exit and stdin-hangup wakes.
 //! - `tracker`: the process table and fork lineage.
 //! - `config`: the TOML configuration, host presets and server shapes.
+//! - `classify`: which tree a server belongs to, rooted where, whose host.
 //! - `ownership`: who holds the far end of a tree's stdio (sock_diag, fds).
 //! - `trees`: MCP trees, their owners, states and memory.
 //! - `scan`: the one-shot report.
 //! - `policy`: what to do about a tree (pure decision table).
+//! - `remnant`: the verdict on a tree whose root is gone (pure).
 //! - `supervisor`: the daemon's live map of trees and its decisions.
 //! - `reaper`: kills one tree through pidfds, completely and only it.
 //! - `report`: audit records, metrics and log lines for every decision.
@@ -23,6 +25,7 @@
 
 pub mod activity;
 pub mod audit;
+pub mod classify;
 pub mod config;
 pub mod control;
 pub mod daemon;
@@ -41,6 +44,7 @@ pub mod procscan;
 pub mod protect;
 pub mod reaper;
 pub mod release;
+pub mod remnant;
 pub mod report;
 pub mod scan;
 pub mod source;

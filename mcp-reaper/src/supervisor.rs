@@ -23,6 +23,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::{
+    classify,
     config::{Config, ProcView},
     event::{CloseKind, GapCause, ProcessEvent},
     identity::ProcKey,
@@ -32,6 +33,7 @@ use crate::{
     },
     policy::{self, Decision, Facts},
     procscan::{self, ProcInfo},
+    remnant,
     source::ebpf::{EbpfSource, Watched},
     tracker::Tracker,
     trees::{self, OwnerFd, TreeState},
@@ -168,7 +170,6 @@ pub struct Supervisor {
     config: Arc<Config>,
     proc_root: PathBuf,
     infos: HashMap<ProcKey, ProcInfo>,
-    servers: HashSet<ProcKey>,
     hosts: HashMap<ProcKey, String>,
     /// Relay and anchor hops of host rules (host side, never reaped).
     relays: HashMap<ProcKey, String>,
@@ -224,7 +225,6 @@ impl Supervisor {
             config,
             proc_root,
             infos: HashMap::new(),
-            servers: HashSet::new(),
             hosts: HashMap::new(),
             relays: HashMap::new(),
             pending: Vec::new(),
@@ -399,7 +399,6 @@ impl Supervisor {
         // A process is classified by what it runs now: an exec can turn a
         // forked copy of a host into a server, or the other way round.
         self.hosts.remove(&key);
-        self.servers.remove(&key);
         self.relays.remove(&key);
         if protected {
             return;
@@ -423,28 +422,19 @@ impl Supervisor {
         if self.config.classify_server(&v).is_none() {
             return;
         }
-        self.servers.insert(key);
-        // Part of an existing tree (node under npm exec -> sh -c: any
-        // ancestor is a known root), or a new root.
-        let in_tree = tracker
-            .get(key)
-            .and_then(|e| e.tree_root)
-            .filter(|r| *r != key && self.trees.contains_key(r))
-            .or_else(|| {
-                let parent = self.parent_of(key, tracker)?;
-                self.root_of(parent, tracker)
-            });
-        match in_tree {
-            Some(root) => {
+        // Which tree: the one lineage already puts it in, or a new one rooted
+        // where the host spawned the line of launchers and servers above it
+        // (`classify::place`), whichever of their execs came first.
+        let chain = self.chain_of(key, tracker);
+        debug!(server = %key, ?chain, "placing");
+        match classify::place(&chain) {
+            classify::Placement::None => {}
+            classify::Placement::Member { root } => {
                 if let Some(src) = ebpf {
                     self.watch_member(src, key, root);
                 }
             }
-            None => {
-                // The root is the topmost server of an unbroken line of
-                // servers (npm exec above sh -c above node), even when the
-                // ancestors' own execs have not been classified yet.
-                let root = self.topmost_server(key, tracker);
+            classify::Placement::NewTree { root, .. } => {
                 if !self.trees.contains_key(&root) {
                     self.add_tree(root, tracker, ebpf);
                 }
@@ -452,46 +442,42 @@ impl Supervisor {
         }
     }
 
-    /// Whether `key` runs a server (classified from /proc on demand).
-    fn is_server(&mut self, key: ProcKey) -> bool {
-        if self.servers.contains(&key) {
-            return true;
-        }
-        if !self.infos.contains_key(&key) {
-            match procscan::read_process(&self.proc_root, key.tgid) {
-                Ok(info) if info.key == key => {
-                    self.infos.insert(key, info);
+    /// The evidence `classify::place` needs: `key` and its ancestors up to
+    /// PID 1 (or the first one gone), each with its role and the known tree
+    /// it is in. Ancestors are read from /proc afresh: their own exec may
+    /// not be classified yet, and what was read at their exec can be stale,
+    /// since a process title changes without an exec (npm calls itself
+    /// `npm` first, `npm exec PKG` later).
+    fn chain_of(&mut self, key: ProcKey, tracker: &Tracker) -> Vec<classify::Link> {
+        let mut chain = Vec::new();
+        let mut cur = Some(key);
+        while let Some(k) = cur.filter(|k| k.tgid > 1 && chain.len() < 64) {
+            if k != key || !self.infos.contains_key(&k) {
+                match procscan::read_process(&self.proc_root, k.tgid) {
+                    Ok(info) if info.key == k => {
+                        self.infos.insert(k, info);
+                    }
+                    _ => break, // gone: the chain ends here
                 }
-                _ => return false,
             }
-        }
-        let Some(info) = self.infos.get(&key) else {
-            return false;
-        };
-        let v = view(info);
-        let server = crate::protect::check_info(&self.config, &self.proc_root, info)
-            == crate::protect::Protection::Free
-            && self.config.classify_relay(&v).is_none()
-            && self.config.classify_host(&v).is_none()
-            && self.config.classify_server(&v).is_some();
-        if server {
-            self.servers.insert(key);
-        }
-        server
-    }
-
-    fn topmost_server(&mut self, key: ProcKey, tracker: &Tracker) -> ProcKey {
-        let mut top = key;
-        for _ in 0..64 {
-            let Some(parent) = self.parent_of(top, tracker).filter(|p| p.tgid > 1) else {
+            let Some(info) = self.infos.get(&k) else {
                 break;
             };
-            if !self.is_server(parent) {
-                break;
-            }
-            top = parent;
+            let protected = crate::protect::check_info(&self.config, &self.proc_root, info)
+                != crate::protect::Protection::Free;
+            let role = classify::role(&self.config, &view(info), protected);
+            let tree = if self.trees.contains_key(&k) {
+                Some(k)
+            } else {
+                tracker
+                    .get(k)
+                    .and_then(|e| e.tree_root)
+                    .filter(|r| self.trees.contains_key(r))
+            };
+            chain.push(classify::Link { key: k, role, tree });
+            cur = self.parent_of(k, tracker);
         }
-        top
+        chain
     }
 
     fn parent_of(&self, key: ProcKey, tracker: &Tracker) -> Option<ProcKey> {
@@ -499,17 +485,6 @@ impl Supervisor {
             let info = self.infos.get(&key)?;
             procscan::read_key(&self.proc_root, info.ppid)
         })
-    }
-
-    fn root_of(&self, key: ProcKey, tracker: &Tracker) -> Option<ProcKey> {
-        let mut cur = key;
-        for _ in 0..64 {
-            if self.trees.contains_key(&cur) {
-                return Some(cur);
-            }
-            cur = self.parent_of(cur, tracker)?;
-        }
-        None
     }
 
     fn add_tree(&mut self, root: ProcKey, tracker: &Tracker, ebpf: Option<&mut EbpfSource>) {
@@ -735,45 +710,13 @@ impl Supervisor {
             }
         } else {
             // The root is gone; what is left is a remnant unless some
-            // member still holds an fd (stdio or lineage) whose far end
-            // leads to a live owner (a launcher that forked the real server
-            // and exited is not a remnant). Members that closed all their
-            // fds, or hold only far ends that were released or lead to a
-            // relay whose upstream was released, hold nothing.
-            let mut fds: Vec<u32> = STDIO_FDS.to_vec();
-            fds.extend(lineage.iter().copied());
-            let mut held = Vec::new();
-            let mut unknown = false;
-            for m in &members {
-                match chain::fd_links(
-                    *m,
-                    &fds,
-                    &member_pids,
-                    &candidates,
-                    &relay_of,
-                    &self.proc_root,
-                ) {
-                    Link::Owner(ChainEnd::Held { chain, owners }) => {
-                        if chain.len() > 1 && chain_seen.is_empty() {
-                            chain_seen = chain;
-                        }
-                        held.extend(owners);
-                    }
-                    Link::Owner(_) | Link::Unknown(_) => unknown = true,
-                    Link::None => {}
-                }
+            // member still holds a link to a live owner (`remnant`).
+            let (state, reason, held, chain) =
+                self.remnant_check(&members, &member_pids, &candidates, &lineage);
+            if chain.len() > 1 {
+                chain_seen = chain;
             }
-            if !held.is_empty() {
-                (TreeState::Live, None, held)
-            } else if unknown {
-                (
-                    TreeState::Unknown,
-                    Some("remnant-unproven".into()),
-                    Vec::new(),
-                )
-            } else {
-                (TreeState::Orphaned, Some("remnant".into()), Vec::new())
-            }
+            (state, reason, held)
         };
         // Lineage fds (per host rule) are ownership links too: a member
         // holding one whose far end leads to a live owner keeps the tree.
@@ -802,7 +745,7 @@ impl Supervisor {
                         reason = Some("lineage-unproven".into());
                         released_link = None;
                     }
-                    Link::None => {}
+                    Link::None | Link::Released => {}
                 }
             }
         }
@@ -902,6 +845,49 @@ impl Supervisor {
             self.detected.push((rec.clone(), members));
         }
         true
+    }
+
+    /// The evidence and verdict for a tree whose root is gone: each
+    /// member's stdin, stdout and lineage fds (`remnant::member_hold`).
+    /// Returns the state, its reason, the owners holding the tree and the
+    /// relay chain they were reached through.
+    fn remnant_check(
+        &self,
+        members: &[ProcKey],
+        member_pids: &HashSet<u32>,
+        candidates: &[u32],
+        lineage: &[u32],
+    ) -> (TreeState, Option<String>, Vec<FdHolder>, Vec<ProcKey>) {
+        let relay_of = |k: ProcKey| self.relay_ctl(k);
+        let mut held = Vec::new();
+        let mut chain_seen = Vec::new();
+        let mut holds = Vec::new();
+        for m in members {
+            let mut links = [&[0][..], &[1][..], lineage].map(|fds| {
+                chain::fd_links(*m, fds, member_pids, candidates, &relay_of, &self.proc_root)
+            });
+            let [stdin, stdout, lin] = links.each_ref().map(remnant::Hold::from);
+            if stdin == remnant::Hold::Released {
+                links[1] = Link::Released; // the host ended its input
+            }
+            let hold = remnant::member_hold(stdin, stdout, lin);
+            if hold == remnant::Hold::Held {
+                for link in links {
+                    if let Link::Owner(ChainEnd::Held { chain, owners }) = link {
+                        if chain.len() > 1 && chain_seen.is_empty() {
+                            chain_seen = chain;
+                        }
+                        held.extend(owners);
+                    }
+                }
+            }
+            holds.push(hold);
+        }
+        let (state, reason) = remnant::verdict(&holds);
+        if state != TreeState::Live {
+            held.clear();
+        }
+        (state, reason, held, chain_seen)
     }
 
     /// When the next follow-up check after a close is due, if any.

@@ -15,6 +15,7 @@ use std::{
 use serde::Serialize;
 
 use crate::{
+    classify::{self, Placement, Role},
     config::{Config, ProcView},
     identity::ProcKey,
     ownership::{
@@ -168,43 +169,45 @@ fn view(p: &ProcInfo) -> ProcView<'_> {
     }
 }
 
-/// Finds the tree roots in `procs`: processes that match a server rule and
-/// whose parent does not (the root of `npm exec` -> `sh -c` -> `node` is
-/// `npm exec`). Protected processes are never roots.
+/// Finds the tree roots in `procs`, by `classify::place` over each
+/// server's chain of parents: the root of `host -> npm exec -> sh -c ->
+/// node` is `npm exec`, and a launcher above a server (`sh -c`, `env`,
+/// `npx`, ...) is part of its tree, never its host. Protected processes
+/// are never roots.
 pub fn find_roots(procs: &[ProcInfo], config: &Config) -> Vec<ProcKey> {
     let by_pid: HashMap<u32, &ProcInfo> = procs.iter().map(|p| (p.key.tgid, p)).collect();
-    let is_server = |p: &ProcInfo| {
-        !p.is_zombie()
-            && !config.is_protected(&view(p))
-            && config.classify_server(&view(p)).is_some()
+    let role = |p: &ProcInfo| {
+        classify::role(
+            config,
+            &view(p),
+            p.is_zombie() || config.is_protected(&view(p)),
+        )
     };
-    let servers: HashSet<u32> = procs
-        .iter()
-        .filter(|p| is_server(p))
-        .map(|p| p.key.tgid)
-        .collect();
-    let mut roots: Vec<ProcKey> = procs
-        .iter()
-        .filter(|p| servers.contains(&p.key.tgid))
-        .filter(|p| {
-            // A server under another server (at any depth) is part of that
-            // tree, not a root of its own.
-            let mut seen = 0;
-            let mut cur = p.ppid;
-            while let Some(parent) = by_pid.get(&cur) {
-                if servers.contains(&cur) {
-                    return false;
-                }
-                seen += 1;
-                if seen > 64 || parent.ppid == cur {
-                    break;
-                }
-                cur = parent.ppid;
-            }
-            true
-        })
-        .map(|p| p.key)
-        .collect();
+    let mut roots: Vec<ProcKey> = Vec::new();
+    for p in procs {
+        if role(p) != Role::Server {
+            continue;
+        }
+        let mut chain = Vec::new();
+        let mut cur: Option<&ProcInfo> = Some(p);
+        while let Some(c) = cur.filter(|_| chain.len() < 64) {
+            chain.push(classify::Link {
+                key: c.key,
+                role: role(c),
+                tree: None,
+            });
+            // A parent must be older than its child: a reused PID is not.
+            cur = by_pid
+                .get(&c.ppid)
+                .copied()
+                .filter(|pp| pp.key.tgid > 1 && pp.key.start_ticks <= c.key.start_ticks);
+        }
+        if let Placement::NewTree { root, .. } = classify::place(&chain)
+            && !roots.contains(&root)
+        {
+            roots.push(root);
+        }
+    }
     roots.sort();
     roots
 }
@@ -662,6 +665,54 @@ mod tests {
         assert_eq!(roots, vec![ProcKey::new(200, 500)]);
         let members = members_of(roots[0], &procs);
         assert_eq!(members.len(), 3);
+    }
+
+    /// The shape the TypeScript SDK produces (npm quotes the bin for `sh
+    /// -c`; the kernel starts `#!/usr/bin/env node` scripts through env), in
+    /// a snapshot: one tree rooted at `npm exec`, with or without the
+    /// `generic` preset.
+    #[test]
+    fn the_sdk_shape_in_a_snapshot_is_one_tree_rooted_at_npm_exec() {
+        for config in [
+            Config::default(),
+            Config::from_toml_str("presets = []", "t").unwrap(),
+        ] {
+            for npm in [
+                "npm exec @modelcontextprotocol/server-everything",
+                "/usr/bin/env node /usr/bin/npm exec --offline @modelcontextprotocol/server-everything",
+                "npm",
+            ] {
+                let procs = vec![
+                    proc(100, 10, 1, "node", &["node", "/srv/sdk_host.mjs"]),
+                    proc(
+                        200,
+                        500,
+                        100,
+                        "npm exec @mode",
+                        &npm.split(' ').collect::<Vec<_>>(),
+                    ),
+                    proc(
+                        201,
+                        501,
+                        200,
+                        "sh",
+                        &["sh", "-c", "'mcp-server-everything'"],
+                    ),
+                    proc(
+                        202,
+                        502,
+                        201,
+                        "node",
+                        &["node", "/srv/node_modules/.bin/mcp-server-everything"],
+                    ),
+                ];
+                assert_eq!(
+                    find_roots(&procs, &config),
+                    vec![ProcKey::new(200, 500)],
+                    "{npm}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! (set by `cargo xtask test` when it runs as root, so in CI) it fails.
 
 pub mod host;
+pub mod sdk;
 use std::time::{Duration, Instant};
 
 /// True when the test may use BPF and signal other processes. Otherwise

@@ -18,6 +18,7 @@
 //! parsed here ("500ms", "2s", "5m", "1h", "1d", sums like "1h30m"); no crate.
 
 mod label;
+mod launcher;
 mod raw;
 #[cfg(test)]
 mod tests;
@@ -33,6 +34,7 @@ use regex::{Regex, RegexBuilder};
 use serde::{Serialize, Serializer};
 
 pub use label::server_identity;
+pub use launcher::LAUNCHER_PATTERNS;
 
 /// The documented default configuration (every option, commented).
 const DEFAULT_TOML: &str = include_str!("default.toml");
@@ -623,6 +625,14 @@ impl Config {
     #[must_use]
     pub fn generic_host(&self) -> Option<&HostRule> {
         self.all_hosts.iter().find(|h| h.generic)
+    }
+
+    /// Whether `p` runs a launcher (`npm exec`, `npx`, `sh -c`, `env`,
+    /// `uvx`, `pipx run`, `docker run`, ...): part of the tree of the server
+    /// it starts, never a host. Built in, the same for every configuration.
+    #[must_use]
+    pub fn is_launcher(&self, p: &ProcView<'_>) -> bool {
+        launcher::is_launcher(p)
     }
 
     /// The host rule whose relay matchers match `p`, if any.

@@ -185,12 +185,16 @@ fn hop_upstream(
     }
 }
 
-/// What a member's fds (other than the verdict-bearing stdin) link to.
+/// What a member's fds (stdio of a remnant, lineage fds) link to.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Link {
-    /// No fd of these leads to anyone outside the tree (closed, released,
-    /// not a socket or pipe).
+    /// No fd of these leads to anyone outside the tree (closed, not a
+    /// socket or pipe), and none was released.
     None,
+    /// No fd of these leads to anyone outside the tree, and at least one
+    /// did until its far end was released (directly, or upstream of a
+    /// relay hop).
+    Released,
     /// Some fd leads (through relays) to a live owner.
     Owner(ChainEnd),
     /// Some fd could not be judged.
@@ -216,11 +220,12 @@ pub fn fd_links(
     let (owns, _, _) = fd_owners(member, fds, tree_members, candidates, proc_root);
     let holders: Vec<FdHolder> = owns.iter().flat_map(|f| f.owners.clone()).collect();
     let mut unknown = None;
+    let mut released = owns.iter().any(|f| f.released);
     if !holders.is_empty() {
         match follow(&holders, tree_members, relay_of, proc_root) {
             end @ ChainEnd::Held { .. } => return Link::Owner(end),
             ChainEnd::Unknown { reason, .. } => unknown = Some(reason),
-            ChainEnd::Released { .. } => {}
+            ChainEnd::Released { .. } => released = true,
         }
     }
     for f in &owns {
@@ -238,5 +243,9 @@ pub fn fd_links(
             unknown = unknown.or(f.reason).or(Some("fd-unresolved"));
         }
     }
-    unknown.map_or(Link::None, Link::Unknown)
+    match unknown {
+        Some(reason) => Link::Unknown(reason),
+        None if released => Link::Released,
+        None => Link::None,
+    }
 }
