@@ -520,10 +520,12 @@ impl Agent {
         );
     }
 
-    /// Collects exited entries and checks exits the source does not report.
+    /// Collects exited entries and checks exits the source does not report,
+    /// in the tracker and in the supervisor's own tables.
     pub fn gc(&mut self) {
         let root = self.opts.proc_root.clone();
         self.tracker.gc(|key| procscan::is_alive(&root, key));
+        self.supervisor.gc(|key| procscan::is_alive(&root, key));
     }
 
     /// The state published after every tick.

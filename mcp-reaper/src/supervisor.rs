@@ -37,6 +37,12 @@ use crate::{
     trees::{self, OwnerFd, TreeState},
 };
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod churn_tests;
+mod tables;
+pub use tables::TableSizes;
+
 /// A tree of the same server started again by the same host within this
 /// window, after the previous one ended, counts as a respawn.
 pub const RESPAWN_WINDOW: Duration = Duration::from_secs(60);
@@ -278,6 +284,9 @@ impl Supervisor {
                 self.add_tree(root, tracker, ebpf.as_deref_mut());
             }
         }
+        for p in procs {
+            self.drop_info_unless_kept(p.key);
+        }
     }
 
     /// Feeds one process event (after the tracker applied it).
@@ -287,6 +296,7 @@ impl Supervisor {
             ProcessEvent::Fork { .. } => {}
             ProcessEvent::Exit { key, watch, .. } => {
                 self.infos.remove(key);
+                self.servers.remove(key);
                 if let Some(root) = watch
                     .root
                     .or_else(|| tracker.get(*key).and_then(|e| e.tree_root))
@@ -372,6 +382,7 @@ impl Supervisor {
                 Ok(info) if info.key == key => {
                     self.infos.insert(key, info);
                     self.classify(key, tracker, ebpf.as_deref_mut());
+                    self.drop_info_unless_kept(key);
                 }
                 _ => {} // gone already (or PID reused): nothing to classify
             }
@@ -448,25 +459,19 @@ impl Supervisor {
         if self.servers.contains(&key) {
             return true;
         }
-        if !self.infos.contains_key(&key) {
-            match procscan::read_process(&self.proc_root, key.tgid) {
-                Ok(info) if info.key == key => {
-                    self.infos.insert(key, info);
-                }
-                _ => return false,
-            }
-        }
-        let Some(info) = self.infos.get(&key) else {
+        // Details read here are kept only for a server (`keeps_info`).
+        let Some(info) = self.info_or_read(key) else {
             return false;
         };
-        let v = view(info);
-        let server = crate::protect::check_info(&self.config, &self.proc_root, info)
+        let v = view(&info);
+        let server = crate::protect::check_info(&self.config, &self.proc_root, &info)
             == crate::protect::Protection::Free
             && self.config.classify_relay(&v).is_none()
             && self.config.classify_host(&v).is_none()
             && self.config.classify_server(&v).is_some();
         if server {
             self.servers.insert(key);
+            self.infos.insert(key, info);
         }
         server
     }
@@ -512,9 +517,9 @@ impl Supervisor {
                     .or_else(|| self.relays.get(&p))
                     .cloned()
                     .or_else(|| {
-                        let info = self.infos.get(&p)?;
+                        let info = self.info_or_read(p)?;
                         self.config
-                            .classify_relay(&view(info))
+                            .classify_relay(&view(&info))
                             .map(|r| r.name.clone())
                     })
             })
@@ -528,9 +533,10 @@ impl Supervisor {
         if let Some(src) = ebpf {
             let mut members = vec![root];
             members.extend(tracker.descendants(root));
-            if let Some(info) = self.infos.get(&root) {
-                let snapshot: Vec<ProcInfo> = self.infos.values().cloned().collect();
-                members.extend(trees::members_of(info.key, &snapshot));
+            // The processes known from /proc (all of them while seeding;
+            // else the tracked ones: the tracker's lineage covers the rest).
+            if self.infos.contains_key(&root) {
+                members.extend(trees::members_of(root, self.infos.values()));
             }
             members.retain(|m| tracker.get(*m).is_none_or(|e| e.is_live()));
             members.sort();
@@ -572,6 +578,9 @@ impl Supervisor {
         if again {
             self.respawns.push((host_rule.clone(), server.clone()));
         }
+        // Only the latest start of a (host, server) pair counts.
+        self.starts
+            .retain(|(h, srv, _)| !(*h == parent && *srv == server));
         self.starts.push((parent, server.clone(), now));
         self.trees.insert(
             root,
@@ -1044,6 +1053,8 @@ impl Supervisor {
     /// handed to `take_unwatch`.
     fn forget(&mut self, root: ProcKey) {
         self.trees.remove(&root);
+        self.idle_for.remove(&root);
+        self.activity.forget(root);
         self.unwatch
             .extend(self.watched.remove(&root).unwrap_or_default());
     }
