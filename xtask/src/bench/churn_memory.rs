@@ -2,14 +2,15 @@
 //! by what is alive and tracked, not by how many processes the machine ran.
 //!
 //! The daemon runs with `--source ebpf` and the latency benchmark's config
-//! (one `[[server]]` rule for the fake servers). After a rest its VmRSS and
-//! VmHWM are read; then this process runs `--churn-lifetimes` process
-//! lifetimes, half `/bin/true` and half `sleep` of 0.1-0.5 s, keeping
-//! `--churn-alive` of them running at once, and every 1000 lifetimes starts
-//! a fake server tree (stdio on a socketpair it holds) that it ends a few
-//! trees later, so tree tables churn too. When every process is gone, it
-//! waits `--churn-settle-secs` (several of the daemon's gc rounds) and reads
-//! VmRSS and VmHWM again. With `--churn-compare-bin` another build (say, the
+//! (one `[[server]]` rule for the fake servers). Its memory is read after a
+//! rest (cold), after a short warm-up churn has settled (the baseline: code
+//! paths paged in, lazily built state built), and after the measured churn
+//! has settled. A churn is process lifetimes, half `/bin/true` and half
+//! `sleep` of 0.1-0.5 s, `--churn-alive` of them running at once, and every
+//! 1000 lifetimes a fake server tree (stdio on a socketpair this process
+//! holds) that ends a few trees later, so tree tables churn too. Settling
+//! is waiting `--churn-settle-secs` (several of the daemon's gc rounds)
+//! once every process is gone. With `--churn-compare-bin` another build (say, the
 //! base commit's) is measured the same way first, for a before/after table.
 //! Every process started here is killed and waited for on every exit path.
 use std::collections::VecDeque;
@@ -43,6 +44,10 @@ pub struct Args {
     /// Process lifetimes run (half /bin/true, half sleep of 0.1-0.5 s).
     #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(1..))]
     churn_lifetimes: u64,
+    /// Lifetimes of the warm-up churn before the baseline reading (0: the
+    /// cold reading is the baseline).
+    #[arg(long, default_value_t = 2_000)]
+    churn_warmup: u64,
     /// Churn processes running at once.
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..))]
     churn_alive: u32,
@@ -58,6 +63,8 @@ pub struct Args {
 /// One daemon's run.
 struct Run {
     label: String,
+    cold: Memory,
+    /// After the warm-up (the cold reading when there was none).
     rest: Memory,
     after: Memory,
     /// VmRSS samples during the churn, KiB, sorted.
@@ -69,9 +76,12 @@ struct Run {
 
 impl Run {
     fn growth_kib(&self) -> i64 {
-        i64::try_from(self.after.rss_kib).unwrap_or(i64::MAX)
-            - i64::try_from(self.rest.rss_kib).unwrap_or(i64::MAX)
+        diff(self.rest.rss_kib, self.after.rss_kib)
     }
+}
+
+fn diff(from: u64, to: u64) -> i64 {
+    i64::try_from(to).unwrap_or(i64::MAX) - i64::try_from(from).unwrap_or(i64::MAX)
 }
 
 /// A xorshift generator: reproducible lifetimes without a dependency.
@@ -124,9 +134,9 @@ impl Drop for Pool {
     }
 }
 
-/// Runs the churn against a started daemon; returns the lifetimes and
-/// trees run and the VmRSS samples taken meanwhile.
-fn churn(daemon: &mut Daemon, args: &Args) -> Result<(u64, u64, Vec<u64>)> {
+/// Runs `total` lifetimes against a started daemon; returns the lifetimes
+/// and trees run and the VmRSS samples taken meanwhile.
+fn churn(daemon: &mut Daemon, args: &Args, total: u64) -> Result<(u64, u64, Vec<u64>)> {
     let alive = usize::try_from(args.churn_alive).unwrap_or(usize::MAX);
     let mut pool = Pool::default();
     let mut trees: VecDeque<Fleet> = VecDeque::new();
@@ -135,8 +145,8 @@ fn churn(daemon: &mut Daemon, args: &Args) -> Result<(u64, u64, Vec<u64>)> {
     let mut next_sample = Instant::now();
     let mut next_report = Instant::now() + Duration::from_secs(10);
     let (mut run, mut tree_count) = (0u64, 0u64);
-    while run < args.churn_lifetimes {
-        while pool.reap() < alive && run < args.churn_lifetimes {
+    while run < total {
+        while pool.reap() < alive && run < total {
             pool.0.push(spawn(lifetimes.next())?);
             run += 1;
             if run.is_multiple_of(TREE_EVERY) {
@@ -152,7 +162,7 @@ fn churn(daemon: &mut Daemon, args: &Args) -> Result<(u64, u64, Vec<u64>)> {
             next_sample += SAMPLE_EVERY;
         }
         if Instant::now() >= next_report {
-            println!("churn-memory: {run} of {} lifetimes", args.churn_lifetimes);
+            println!("churn-memory: {run} of {total} lifetimes");
             next_report += Duration::from_secs(10);
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -183,21 +193,29 @@ fn measure(bin: &Path, label: &str, args: &Args, dir: &Path) -> Result<Run> {
     let daemon_args: Vec<&str> = daemon_args.iter().map(String::as_str).collect();
     let mut daemon = Daemon::start(bin, &daemon_args)
         .with_context(|| format!("start the daemon `{}`", bin.display()))?;
+    let settle = Duration::from_secs(args.churn_settle_secs);
     std::thread::sleep(REST);
-    let rest = daemon.memory()?;
+    let cold = daemon.memory()?;
+    let rest = if args.churn_warmup > 0 {
+        churn(&mut daemon, args, args.churn_warmup)?;
+        std::thread::sleep(settle);
+        daemon.memory()?
+    } else {
+        cold
+    };
     println!(
-        "churn-memory ({label}): at rest VmRSS {} kB; running {} lifetimes, {} at once",
-        rest.rss_kib, args.churn_lifetimes, args.churn_alive
+        "churn-memory ({label}): VmRSS cold {} kB, baseline {} kB; running {} lifetimes, {} at once",
+        cold.rss_kib, rest.rss_kib, args.churn_lifetimes, args.churn_alive
     );
     let start = Instant::now();
-    let (lifetimes, trees, during_kib) = churn(&mut daemon, args)?;
+    let (lifetimes, trees, during_kib) = churn(&mut daemon, args, args.churn_lifetimes)?;
     let churn = start.elapsed();
     println!(
         "churn-memory ({label}): churn took {:.1} s; settling {} s",
         churn.as_secs_f64(),
         args.churn_settle_secs
     );
-    std::thread::sleep(Duration::from_secs(args.churn_settle_secs));
+    std::thread::sleep(settle);
     let after = daemon.memory()?;
     daemon.stop()?;
     println!(
@@ -206,6 +224,7 @@ fn measure(bin: &Path, label: &str, args: &Args, dir: &Path) -> Result<Run> {
     );
     Ok(Run {
         label: label.to_owned(),
+        cold,
         rest,
         after,
         during_kib,
@@ -242,37 +261,43 @@ fn summarize(ctx: &Context, args: &Args, runs: &[Run]) -> Section {
     let _ = writeln!(
         body,
         "\nThe daemon (`mcp-reaper run --source ebpf --config <config> --listen off --audit-log off \
-         --control-socket <socket>`, the latency benchmark's config) rests {} s; then this process \
-         runs {} process lifetimes, half `/bin/true` and half `sleep` of 0.1-0.5 s, {} running at \
-         once, and a fake server tree every {TREE_EVERY} lifetimes ({TREES_ALIVE} at once, each \
-         ended when a newer one starts). When all are gone it waits {} s (the daemon's gc runs \
-         every 10 s) and reads the daemon's VmRSS and VmHWM from `/proc/<pid>/status` again. \
-         Growth is VmRSS after minus VmRSS at rest.\n",
+         --control-socket <socket>`, the latency benchmark's config) rests {} s (**cold** reading); \
+         a warm-up churn of {} lifetimes runs and settles (**baseline**: code paths paged in, lazy \
+         state built); then the measured churn: {} process lifetimes, half `/bin/true` and half \
+         `sleep` of 0.1-0.5 s, {} running at once, and a fake server tree every {TREE_EVERY} \
+         lifetimes ({TREES_ALIVE} at once, each ended when a newer one starts). Settling is waiting \
+         {} s (the daemon's gc runs every 10 s) once every process is gone. Readings are VmRSS, \
+         VmHWM and RssAnon from `/proc/<pid>/status`; growth is the reading after the measured \
+         churn minus the baseline.\n",
         REST.as_secs(),
+        args.churn_warmup,
         args.churn_lifetimes,
         args.churn_alive,
         args.churn_settle_secs,
     );
     body.push_str(
-        "| daemon | lifetimes (trees) | churn time | VmRSS at rest | VmRSS during churn (p50 / max) \
-         | VmRSS after | VmHWM after | growth |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| daemon | lifetimes (trees) | churn time | VmRSS cold | VmRSS baseline | VmRSS during churn \
+         (p50 / max) | VmRSS after | VmHWM after | RssAnon baseline / after | growth (VmRSS) |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in runs {
         let during = |q| percentile(&r.during_kib, q).map_or_else(|| "n/a".to_owned(), kib_mib);
         let _ = writeln!(
             body,
-            "| {} | {} ({}) | {:.0} s ({:.0}/s) | {} | {} / {} | {} | {} | {:+} kB |",
+            "| {} | {} ({}) | {:.0} s ({:.0}/s) | {} | {} | {} / {} | {} | {} | {} / {} kB | {:+} kB |",
             r.label,
             r.lifetimes,
             r.trees,
             r.churn.as_secs_f64(),
             r.lifetimes as f64 / r.churn.as_secs_f64().max(f64::EPSILON),
+            kib_mib(r.cold.rss_kib),
             kib_mib(r.rest.rss_kib),
             during(50.0),
             during(100.0),
             kib_mib(r.after.rss_kib),
             kib_mib(r.after.hwm_kib),
+            r.rest.anon_kib,
+            r.after.anon_kib,
             r.growth_kib(),
         );
     }
@@ -283,10 +308,12 @@ fn summarize(ctx: &Context, args: &Args, runs: &[Run]) -> Section {
         let _ = writeln!(
             body,
             "\n| metric | result | target | |\n| --- | --- | --- | --- |\n\
-             | VmRSS growth over {} lifetimes (this build) | {growth:+} kB | <= 1 MB ({} kB) | {} |",
+             | VmRSS growth over {} lifetimes (this build) | {growth:+} kB | <= 1 MB ({} kB) | {} |\n\
+             | VmRSS growth since the cold reading (this build) | {:+} kB | | |",
             r.lifetimes,
             TARGET_GROWTH_BYTES / 1024,
             if met { "met" } else { "**missed**" },
+            diff(r.cold.rss_kib, r.after.rss_kib),
         );
         if !met {
             missed.push(format!(
@@ -313,17 +340,20 @@ mod tests {
         }
     }
 
+    fn mem(rss_kib: u64) -> Memory {
+        Memory {
+            hwm_kib: rss_kib + 100,
+            rss_kib,
+            anon_kib: rss_kib / 2,
+        }
+    }
+
     fn run(label: &str, rest: u64, after: u64) -> Run {
         Run {
             label: label.to_owned(),
-            rest: Memory {
-                hwm_kib: rest,
-                rss_kib: rest,
-            },
-            after: Memory {
-                hwm_kib: after + 100,
-                rss_kib: after,
-            },
+            cold: mem(rest - 1000),
+            rest: mem(rest),
+            after: mem(after),
             during_kib: vec![rest, after],
             lifetimes: 1000,
             trees: 1,
@@ -345,6 +375,7 @@ mod tests {
     fn growth_target_is_judged_on_the_last_run() {
         let args = Args {
             churn_lifetimes: 1000,
+            churn_warmup: 0,
             churn_alive: 10,
             churn_settle_secs: 0,
             churn_compare_bin: None,
