@@ -9,8 +9,9 @@
 //! Must never: produce a reap plan for a tree it has not re-confirmed as
 //! orphaned right before, include a host or relay in a plan, plan anything
 //! while the tracker is degraded, write a watch for a process known to
-//! have exited, or let a watch it failed to write go unreported
-//! (`take_gaps`).
+//! have exited, let a watch it failed to write go unreported
+//! (`take_gaps`), or keep anything about a process past its
+//! classification unless it is a host, relay, server or tree (`tables`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -895,21 +896,6 @@ impl Supervisor {
         !self.recheck.is_empty()
     }
 
-    /// Owners seen since the last call (processes holding a tree's far end).
-    pub fn take_owner_hosts(&mut self) -> Vec<ProcKey> {
-        std::mem::take(&mut self.owner_hosts)
-    }
-
-    /// (host rule, server) of respawns since the last call.
-    pub fn take_respawns(&mut self) -> Vec<(String, String)> {
-        std::mem::take(&mut self.respawns)
-    }
-
-    /// Trees that became orphaned since the last call, with their members.
-    pub fn take_detected(&mut self) -> Vec<(TreeRecord, Vec<ProcKey>)> {
-        std::mem::take(&mut self.detected)
-    }
-
     /// Marks trees orphaned by the owner's own word (`release`), each with
     /// the processes the release covers. Every later check re-confirms it
     /// (`judge_release`), the one right before a reap included.
@@ -1099,18 +1085,6 @@ impl Supervisor {
                 }
             }
         }
-    }
-
-    /// Gaps in lineage since the last call: watches that could not be
-    /// written. Each must degrade the tracker until a resync.
-    pub fn take_gaps(&mut self) -> Vec<GapCause> {
-        std::mem::take(&mut self.gaps)
-    }
-
-    /// Processes whose watches were written for trees since forgotten (all
-    /// of them gone): their entries may go, where they still name them.
-    pub fn take_unwatch(&mut self) -> Vec<ProcKey> {
-        std::mem::take(&mut self.unwatch)
     }
 
     /// Hosts and relays: never part of a reap plan.

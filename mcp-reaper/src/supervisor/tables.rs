@@ -3,8 +3,9 @@
 //!
 //! Owns: the rule that process details (`infos`) are kept only for hosts,
 //! relays and servers (everything else is dropped right after it is
-//! classified), the `gc` pass over the supervisor's own tables, and the
-//! `table_sizes` view tests and benchmarks read them through.
+//! classified), the `gc` pass over the supervisor's own tables, the
+//! outboxes' `take_*` drains, and the `table_sizes` view tests and
+//! benchmarks read them through.
 //! Must never: forget a tree (trees go only through `Supervisor::check`
 //! finding nothing of them left, or a finished reap), drop a host or relay
 //! that is alive, or do work that grows with the processes the machine has
@@ -12,9 +13,9 @@
 
 use std::time::Instant;
 
-use crate::{identity::ProcKey, procscan, tracker::shrink};
+use crate::{event::GapCause, identity::ProcKey, procscan, tracker::shrink};
 
-use super::{RESPAWN_WINDOW, Supervisor};
+use super::{RESPAWN_WINDOW, Supervisor, TreeRecord};
 
 /// How many entries each of the supervisor's tables holds.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -60,6 +61,33 @@ impl Supervisor {
                 + self.unwatch.len()
                 + self.gaps.len(),
         }
+    }
+
+    /// Owners seen since the last call (processes holding a tree's far end).
+    pub fn take_owner_hosts(&mut self) -> Vec<ProcKey> {
+        std::mem::take(&mut self.owner_hosts)
+    }
+
+    /// (host rule, server) of respawns since the last call.
+    pub fn take_respawns(&mut self) -> Vec<(String, String)> {
+        std::mem::take(&mut self.respawns)
+    }
+
+    /// Trees that became orphaned since the last call, with their members.
+    pub fn take_detected(&mut self) -> Vec<(TreeRecord, Vec<ProcKey>)> {
+        std::mem::take(&mut self.detected)
+    }
+
+    /// Gaps in lineage since the last call: watches that could not be
+    /// written. Each must degrade the tracker until a resync.
+    pub fn take_gaps(&mut self) -> Vec<GapCause> {
+        std::mem::take(&mut self.gaps)
+    }
+
+    /// Processes whose watches were written for trees since forgotten (all
+    /// of them gone): their entries may go, where they still name them.
+    pub fn take_unwatch(&mut self) -> Vec<ProcKey> {
+        std::mem::take(&mut self.unwatch)
     }
 
     /// Whether `key`'s details are worth keeping: it is a host, a relay or
