@@ -54,6 +54,21 @@ impl ActivityBook {
     pub fn forget(&mut self, root: ProcKey) {
         self.clocks.remove(&root);
     }
+
+    /// Keeps the clocks of the trees `keep` says are still known.
+    pub fn retain(&mut self, keep: impl Fn(&ProcKey) -> bool) {
+        self.clocks.retain(|k, _| keep(k));
+        crate::tracker::shrink(&mut self.clocks);
+    }
+
+    /// Trees with a clock.
+    pub fn len(&self) -> usize {
+        self.clocks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.clocks.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -79,7 +94,14 @@ mod tests {
             book.sample(k, 150, t0 + Duration::from_secs(9)),
             Duration::from_secs(3)
         );
+        book.retain(|_| true);
+        assert_eq!(book.len(), 1);
         book.forget(k);
+        assert!(book.is_empty());
+        book.sample(ProcKey::new(2, 1), 1, t0);
+        book.sample(ProcKey::new(3, 1), 1, t0);
+        book.retain(|r| r.tgid == 3);
+        assert_eq!(book.len(), 1);
         assert_eq!(
             book.sample(k, 150, t0 + Duration::from_secs(20)),
             Duration::ZERO

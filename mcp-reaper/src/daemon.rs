@@ -2,9 +2,10 @@
 //!
 //! Owns: starting the chosen event source, seeding the tracker from /proc,
 //! feeding it events, resyncing after any loss or gap in lineage (a watch
-//! not written, a kernel event skipped), periodic garbage
-//! collection, and a clean shutdown (dropping the eBPF source detaches
-//! every program). `Agent` is also the library entry point the integration
+//! not written, a kernel event skipped), periodic garbage collection (the
+//! tracker's and the supervisor's, giving what it frees back to the
+//! kernel), and a clean shutdown (dropping the eBPF source detaches every
+//! program). `Agent` is also the library entry point the integration
 //! tests drive.
 //! Must never: let anything act on the process table while it is degraded
 //! (lost events or lineage gaps not yet reconciled with /proc).
@@ -536,10 +537,16 @@ impl Agent {
         );
     }
 
-    /// Collects exited entries and checks exits the source does not report.
+    /// Collects exited entries and checks exits the source does not report,
+    /// in the tracker and in the supervisor's own tables.
+    /// What a burst freed goes back to the kernel.
     pub fn gc(&mut self) {
         let root = self.opts.proc_root.clone();
-        self.tracker.gc(|key| procscan::is_alive(&root, key));
+        let removed = self.tracker.gc(|key| procscan::is_alive(&root, key));
+        self.supervisor.gc(|key| procscan::is_alive(&root, key));
+        if removed > 0 {
+            crate::heap::release_freed();
+        }
     }
 
     /// The state published after every tick.

@@ -22,6 +22,7 @@
 //! - `audit`, `control`, `metrics`, `http`: the daemon's outward surfaces.
 //! - `doctor`: what this kernel and these privileges allow.
 //! - `daemon`: the `run` command wiring it all together.
+//! - `heap`: giving freed heap pages back to the kernel.
 
 pub mod activity;
 pub mod audit;
@@ -32,6 +33,7 @@ pub mod daemon;
 pub mod decode;
 pub mod doctor;
 pub mod event;
+pub mod heap;
 pub mod http;
 pub mod identity;
 pub mod kernel_btf;

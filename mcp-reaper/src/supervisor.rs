@@ -9,8 +9,9 @@
 //! Must never: produce a reap plan for a tree it has not re-confirmed as
 //! orphaned right before, include a host or relay in a plan, plan anything
 //! while the tracker is degraded, write a watch for a process known to
-//! have exited, or let a watch it failed to write go unreported
-//! (`take_gaps`).
+//! have exited, let a watch it failed to write go unreported
+//! (`take_gaps`), or keep anything about a process past its
+//! classification unless it is a host, relay, server or tree (`tables`).
 
 use std::{
     collections::{HashMap, HashSet},
@@ -38,6 +39,12 @@ use crate::{
     tracker::Tracker,
     trees::{self, OwnerFd, TreeState},
 };
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod churn_tests;
+mod tables;
+pub use tables::TableSizes;
 
 /// A tree of the same server started again by the same host within this
 /// window, after the previous one ended, counts as a respawn.
@@ -287,6 +294,9 @@ impl Supervisor {
                 self.add_tree(root, tracker, ebpf.as_deref_mut());
             }
         }
+        for p in procs {
+            self.drop_info_unless_kept(p.key);
+        }
     }
 
     /// Feeds one process event (after the tracker applied it).
@@ -381,6 +391,7 @@ impl Supervisor {
                 Ok(info) if info.key == key => {
                     self.infos.insert(key, info);
                     self.classify(key, tracker, ebpf.as_deref_mut());
+                    self.drop_info_unless_kept(key);
                 }
                 _ => {} // gone already (or PID reused): nothing to classify
             }
@@ -496,9 +507,9 @@ impl Supervisor {
                     .or_else(|| self.relays.get(&p))
                     .cloned()
                     .or_else(|| {
-                        let info = self.infos.get(&p)?;
+                        let info = self.info_or_read(p)?;
                         self.config
-                            .classify_relay(&view(info))
+                            .classify_relay(&view(&info))
                             .map(|r| r.name.clone())
                     })
             })
@@ -512,9 +523,10 @@ impl Supervisor {
         if let Some(src) = ebpf {
             let mut members = vec![root];
             members.extend(tracker.descendants(root));
-            if let Some(info) = self.infos.get(&root) {
-                let snapshot: Vec<ProcInfo> = self.infos.values().cloned().collect();
-                members.extend(trees::members_of(info.key, &snapshot));
+            // The processes known from /proc (all of them while seeding;
+            // else the tracked ones: the tracker's lineage covers the rest).
+            if self.infos.contains_key(&root) {
+                members.extend(trees::members_of(root, self.infos.values()));
             }
             members.retain(|m| tracker.get(*m).is_none_or(|e| e.is_live()));
             members.sort();
@@ -556,6 +568,9 @@ impl Supervisor {
         if again {
             self.respawns.push((host_rule.clone(), server.clone()));
         }
+        // Only the latest start of a (host, server) pair counts.
+        self.starts
+            .retain(|(h, srv, _)| !(*h == parent && *srv == server));
         self.starts.push((parent, server.clone(), now));
         self.trees.insert(
             root,
@@ -900,21 +915,6 @@ impl Supervisor {
         !self.recheck.is_empty()
     }
 
-    /// Owners seen since the last call (processes holding a tree's far end).
-    pub fn take_owner_hosts(&mut self) -> Vec<ProcKey> {
-        std::mem::take(&mut self.owner_hosts)
-    }
-
-    /// (host rule, server) of respawns since the last call.
-    pub fn take_respawns(&mut self) -> Vec<(String, String)> {
-        std::mem::take(&mut self.respawns)
-    }
-
-    /// Trees that became orphaned since the last call, with their members.
-    pub fn take_detected(&mut self) -> Vec<(TreeRecord, Vec<ProcKey>)> {
-        std::mem::take(&mut self.detected)
-    }
-
     /// Marks trees orphaned by the owner's own word (`release`), each with
     /// the processes the release covers. Every later check re-confirms it
     /// (`judge_release`), the one right before a reap included.
@@ -1166,6 +1166,8 @@ impl Supervisor {
     fn forget(&mut self, root: ProcKey) {
         self.trees.remove(&root);
         self.empty_since.remove(&root);
+        self.idle_for.remove(&root);
+        self.activity.forget(root);
         self.unwatch
             .extend(self.watched.remove(&root).unwrap_or_default());
     }
@@ -1210,18 +1212,6 @@ impl Supervisor {
                 }
             }
         }
-    }
-
-    /// Gaps in lineage since the last call: watches that could not be
-    /// written. Each must degrade the tracker until a resync.
-    pub fn take_gaps(&mut self) -> Vec<GapCause> {
-        std::mem::take(&mut self.gaps)
-    }
-
-    /// Processes whose watches were written for trees since forgotten (all
-    /// of them gone): their entries may go, where they still name them.
-    pub fn take_unwatch(&mut self) -> Vec<ProcKey> {
-        std::mem::take(&mut self.unwatch)
     }
 
     /// Hosts and relays: never part of a reap plan.

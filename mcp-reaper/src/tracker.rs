@@ -37,6 +37,10 @@ use crate::{
     procscan::ProcInfo,
 };
 
+mod bounds;
+pub use bounds::TableSizes;
+pub(crate) use bounds::shrink;
+
 /// Exit code recorded for a process found dead without an exit event (gone
 /// from /proc, PID reused, a zombie in a snapshot). Kernel exit codes are
 /// wait statuses below 2^16, so this never collides with one.
@@ -422,7 +426,9 @@ impl Tracker {
         let round = self.gc_round;
         self.parked
             .retain(|_, p| p.round + PARKED_GC_ROUNDS > round);
-        self.prune(&HashSet::new())
+        let removed = self.prune(&HashSet::new());
+        self.shrink_tables();
+        removed
     }
 
     fn on_exec(&mut self, key: ProcKey, parent: ProcKey, comm: &str, watch: Watch) {
@@ -840,6 +846,8 @@ fn remove_from(index: &mut HashMap<ProcKey, BTreeSet<ProcKey>>, at: ProcKey, key
 mod tests {
     use super::*;
 
+    /// Table sizes under process churn.
+    mod churn;
     /// Admission of tree members by lineage.
     mod lineage;
 

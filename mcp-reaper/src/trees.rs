@@ -213,7 +213,10 @@ pub fn find_roots(procs: &[ProcInfo], config: &Config) -> Vec<ProcKey> {
 }
 
 /// Every process below `root` by parent links (live ones only).
-pub fn members_of(root: ProcKey, procs: &[ProcInfo]) -> Vec<ProcKey> {
+pub fn members_of<'a>(
+    root: ProcKey,
+    procs: impl IntoIterator<Item = &'a ProcInfo>,
+) -> Vec<ProcKey> {
     let mut children: HashMap<u32, Vec<&ProcInfo>> = HashMap::new();
     for p in procs {
         children.entry(p.ppid).or_default().push(p);

@@ -650,11 +650,7 @@ fn attach_release(ebpf: &mut Ebpf) -> Result<&'static str, String> {
 /// Returns freed heap pages to the kernel, so the BTF parsed at start-up
 /// does not stay in the daemon's resident set.
 fn release_freed_memory() {
-    // SAFETY: malloc_trim only walks glibc's own heap structures.
-    #[cfg(target_env = "gnu")]
-    unsafe {
-        libc::malloc_trim(0);
-    }
+    crate::heap::release_freed();
 }
 
 fn kernel_counter(map: &PerCpuArray<MapData, u64>, slot: u32) -> u64 {

@@ -30,6 +30,9 @@ pub struct Memory {
     pub hwm_kib: u64,
     /// Current resident set size (VmRSS).
     pub rss_kib: u64,
+    /// Its anonymous part (RssAnon: heap and stacks, not mapped files such
+    /// as the binary's own code).
+    pub anon_kib: u64,
 }
 
 fn has_word(line: &str, word: &str) -> bool {
@@ -182,6 +185,7 @@ fn parse_memory(status: &str) -> Option<Memory> {
     Some(Memory {
         hwm_kib: field("VmHWM:")?,
         rss_kib: field("VmRSS:")?,
+        anon_kib: field("RssAnon:")?,
     })
 }
 
@@ -201,14 +205,15 @@ mod tests {
 
     #[test]
     fn parses_proc_status() {
-        let status =
-            "Name:\tmcp-reaper\nVmPeak:\t  100 kB\nVmHWM:\t    5120 kB\nVmRSS:\t    4096 kB\n";
+        let status = "Name:\tmcp-reaper\nVmPeak:\t  100 kB\nVmHWM:\t    5120 kB\nVmRSS:\t    4096 kB\n\
+             RssAnon:\t    1024 kB\n";
         let m = parse_memory(status);
         assert!(matches!(
             m,
             Some(Memory {
                 hwm_kib: 5120,
-                rss_kib: 4096
+                rss_kib: 4096,
+                anon_kib: 1024,
             })
         ));
         assert!(parse_memory("Name:\tkthreadd\n").is_none());

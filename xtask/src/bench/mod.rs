@@ -5,6 +5,7 @@
 //! To add a benchmark: a module with an `Args` struct (flattened into
 //! [`BenchArgs`]) and a `run(&Context, &Args) -> Result<Section>`, a variant
 //! of [`BenchName`], and an arm in [`run_one`].
+mod churn_memory;
 mod daemon;
 mod latency;
 mod report;
@@ -39,6 +40,8 @@ pub struct BenchArgs {
     latency: latency::Args,
     #[command(flatten)]
     scrape: scrape::Args,
+    #[command(flatten)]
+    churn_memory: churn_memory::Args,
     /// File the sections are written to (default: BENCHMARKS.md at the repository root).
     #[arg(long, value_name = "PATH")]
     out: Option<PathBuf>,
@@ -54,6 +57,8 @@ enum BenchName {
     Latency,
     /// `/metrics` scrape latency, daemon memory and CPU at rest with 1000 live trees among 10000 processes.
     Scrape,
+    /// Daemon VmRSS at rest and after 200,000 short process lifetimes (and some fake server trees).
+    ChurnMemory,
 }
 
 /// What every benchmark needs to know and to record.
@@ -128,6 +133,7 @@ fn run_one(ctx: &Context, args: &BenchArgs, name: BenchName) -> Result<Section> 
         BenchName::Scan => scan::run(ctx, &args.scan),
         BenchName::Latency => latency::run(ctx, &args.latency),
         BenchName::Scrape => scrape::run(ctx, &args.scrape),
+        BenchName::ChurnMemory => churn_memory::run(ctx, &args.churn_memory),
     }
 }
 

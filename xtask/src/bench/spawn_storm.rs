@@ -250,6 +250,7 @@ mod tests {
             memory: (config == Config::Daemon).then_some(Memory {
                 hwm_kib,
                 rss_kib: hwm_kib / 2,
+                anon_kib: hwm_kib / 4,
             }),
         }
     }
