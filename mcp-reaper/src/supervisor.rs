@@ -1097,29 +1097,26 @@ impl Supervisor {
                     self.watch_member(src, m, root);
                 }
             }
-            if !self.trees.contains_key(&root) {
+            if let std::collections::hash_map::Entry::Vacant(slot) = self.trees.entry(root) {
                 info!(root = %root, members = t.members.len(), "tree restored from the previous run's table");
-                self.trees.insert(
+                slot.insert(TreeRecord {
                     root,
-                    TreeRecord {
-                        root,
-                        server: t.server,
-                        host: t.host.map(Into::into),
-                        host_rule: t.host_rule,
-                        session_id: None,
-                        owner_fds: Vec::new(),
-                        chain: Vec::new(),
-                        released_link: None,
-                        released_by: Vec::new(),
-                        state: TreeState::Unknown,
-                        reason: Some("not checked yet".into()),
-                        orphan_since: None,
-                        owners_seen: Vec::new(),
-                        stdio_inodes: Vec::new(),
-                        reaping: false,
-                        last_decision: None,
-                    },
-                );
+                    server: t.server,
+                    host: t.host.map(Into::into),
+                    host_rule: t.host_rule,
+                    session_id: None,
+                    owner_fds: Vec::new(),
+                    chain: Vec::new(),
+                    released_link: None,
+                    released_by: Vec::new(),
+                    state: TreeState::Unknown,
+                    reason: Some("not checked yet".into()),
+                    orphan_since: None,
+                    owners_seen: Vec::new(),
+                    stdio_inodes: Vec::new(),
+                    reaping: false,
+                    last_decision: None,
+                });
             }
             self.recheck.insert(root);
         }

@@ -127,6 +127,8 @@ cmdline = 'bash -c # mcp-fake-server(?s:.*)'
 /// A stand-in server started by the calling test as its host over a
 /// socketpair: `bash -c SCRIPT` with a marker that [`FAKE_SERVER_RULE`]
 /// classifies as a server. Returns the child and the host's end.
+// A test helper: failing to start bash is a failed test, with its reason.
+#[allow(clippy::expect_used)]
 pub fn fake_server(script: &str) -> (std::process::Child, std::os::fd::OwnedFd) {
     let (ours, theirs) = socketpair(true);
     let theirs_out = theirs.try_clone().expect("dup the server's end");
