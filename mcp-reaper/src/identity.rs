@@ -14,7 +14,9 @@ use serde::Serialize;
 pub use mcp_reaper_common::NS_PER_TICK;
 
 /// A process for its whole life: PIDs are reused, (tgid, start) is not.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize,
+)]
 pub struct ProcKey {
     /// Thread-group id, what userspace calls the PID.
     pub tgid: u32,

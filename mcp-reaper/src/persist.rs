@@ -24,37 +24,15 @@ pub const FILE: &str = "trees.json";
 /// Bumped when the layout changes incompatibly (an old file is ignored).
 const VERSION: u32 = 1;
 
-/// A process identity as written to the file.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct SavedKey {
-    pub tgid: u32,
-    pub start_ticks: u64,
-}
-
-impl From<ProcKey> for SavedKey {
-    fn from(k: ProcKey) -> Self {
-        Self {
-            tgid: k.tgid,
-            start_ticks: k.start_ticks,
-        }
-    }
-}
-
-impl From<SavedKey> for ProcKey {
-    fn from(k: SavedKey) -> Self {
-        ProcKey::new(k.tgid, k.start_ticks)
-    }
-}
-
 /// One tree as saved.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SavedTree {
-    pub root: SavedKey,
-    pub host: Option<SavedKey>,
+    pub root: ProcKey,
+    pub host: Option<ProcKey>,
     pub host_rule: String,
     pub server: String,
     /// Live members at the time of writing (the root included if alive).
-    pub members: Vec<SavedKey>,
+    pub members: Vec<ProcKey>,
 }
 
 /// The whole table.
@@ -123,7 +101,7 @@ pub fn verify(table: SavedTable, alive: impl Fn(ProcKey) -> bool) -> Vec<SavedTr
         .trees
         .into_iter()
         .filter_map(|mut t| {
-            t.members.retain(|&m| alive(m.into()));
+            t.members.retain(|&m| alive(m));
             (!t.members.is_empty()).then_some(t)
         })
         .collect()
@@ -140,14 +118,11 @@ pub fn verify_in_proc(table: SavedTable, proc_root: &Path) -> Vec<SavedTree> {
 mod tests {
     use super::*;
 
-    fn key(t: u32, s: u64) -> SavedKey {
-        SavedKey {
-            tgid: t,
-            start_ticks: s,
-        }
+    fn key(t: u32, s: u64) -> ProcKey {
+        ProcKey::new(t, s)
     }
 
-    fn tree(root: SavedKey, members: Vec<SavedKey>) -> SavedTree {
+    fn tree(root: ProcKey, members: Vec<ProcKey>) -> SavedTree {
         SavedTree {
             root,
             host: Some(key(1, 1)),

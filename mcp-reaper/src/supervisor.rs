@@ -163,6 +163,36 @@ pub struct TreeRecord {
     pub last_decision: Option<Decision>,
 }
 
+impl TreeRecord {
+    /// A tree just found (or restored), not checked yet.
+    pub fn new(
+        root: ProcKey,
+        server: String,
+        host: Option<ProcKey>,
+        host_rule: String,
+        session_id: Option<String>,
+    ) -> Self {
+        Self {
+            root,
+            server,
+            host,
+            host_rule,
+            session_id,
+            owner_fds: Vec::new(),
+            chain: Vec::new(),
+            released_link: None,
+            released_by: Vec::new(),
+            state: TreeState::Unknown,
+            reason: Some("not checked yet".into()),
+            orphan_since: None,
+            owners_seen: Vec::new(),
+            stdio_inodes: Vec::new(),
+            reaping: false,
+            last_decision: None,
+        }
+    }
+}
+
 /// What the daemon should do for one tree now.
 #[derive(Clone, Debug)]
 pub struct Action {
@@ -574,24 +604,7 @@ impl Supervisor {
         self.starts.push((parent, server.clone(), now));
         self.trees.insert(
             root,
-            TreeRecord {
-                root,
-                server,
-                host: parent,
-                host_rule,
-                session_id,
-                owner_fds: Vec::new(),
-                chain: Vec::new(),
-                released_link: None,
-                released_by: Vec::new(),
-                state: TreeState::Unknown,
-                reason: Some("not checked yet".into()),
-                orphan_since: None,
-                owners_seen: Vec::new(),
-                stdio_inodes: Vec::new(),
-                reaping: false,
-                last_decision: None,
-            },
+            TreeRecord::new(root, server, parent, host_rule, session_id),
         );
         self.recheck.insert(root);
     }
@@ -1066,11 +1079,11 @@ impl Supervisor {
                 members.push(t.root);
                 members.retain(|k| tracker.get(*k).is_some_and(|e| e.is_live()));
                 crate::persist::SavedTree {
-                    root: t.root.into(),
-                    host: t.host.map(Into::into),
+                    root: t.root,
+                    host: t.host,
                     host_rule: t.host_rule.clone(),
                     server: t.server.clone(),
-                    members: members.into_iter().map(Into::into).collect(),
+                    members,
                 }
             })
             .collect();
@@ -1089,9 +1102,8 @@ impl Supervisor {
         mut ebpf: Option<&mut EbpfSource>,
     ) {
         for t in saved {
-            let root: ProcKey = t.root.into();
-            for m in &t.members {
-                let m: ProcKey = (*m).into();
+            let root = t.root;
+            for &m in &t.members {
                 tracker.adopt(m, root);
                 if let Some(src) = ebpf.as_deref_mut() {
                     self.watch_member(src, m, root);
@@ -1099,24 +1111,7 @@ impl Supervisor {
             }
             if let std::collections::hash_map::Entry::Vacant(slot) = self.trees.entry(root) {
                 info!(root = %root, members = t.members.len(), "tree restored from the previous run's table");
-                slot.insert(TreeRecord {
-                    root,
-                    server: t.server,
-                    host: t.host.map(Into::into),
-                    host_rule: t.host_rule,
-                    session_id: None,
-                    owner_fds: Vec::new(),
-                    chain: Vec::new(),
-                    released_link: None,
-                    released_by: Vec::new(),
-                    state: TreeState::Unknown,
-                    reason: Some("not checked yet".into()),
-                    orphan_since: None,
-                    owners_seen: Vec::new(),
-                    stdio_inodes: Vec::new(),
-                    reaping: false,
-                    last_decision: None,
-                });
+                slot.insert(TreeRecord::new(root, t.server, t.host, t.host_rule, None));
             }
             self.recheck.insert(root);
         }

@@ -63,6 +63,26 @@ grace = "1s"
 kill_after = "1s"
 "#;
 
+/// A server started by this test as its host, which also inherits the
+/// host's own end of its stdin (no close-on-exec) and keeps it as fd 3,
+/// which its child `sleep` inherits. Returns the server and the host's end.
+fn leaky_server() -> (std::process::Child, std::os::fd::OwnedFd) {
+    let (ours, theirs) = mcp_reaper_tests::socketpair(false);
+    let theirs_out = theirs.try_clone().unwrap();
+    let far = ours.as_raw_fd();
+    let server = Command::new("bash")
+        .args([
+            "-c",
+            &format!("# mcp-fake-server\nexec 3<&{far}; exec {far}<&-; sleep 600 & wait"),
+        ])
+        .stdin(Stdio::from(theirs))
+        .stdout(Stdio::from(theirs_out))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (server, ours)
+}
+
 /// A host that leaks its own end into the server (no close-on-exec): the
 /// server hands it to a child. Once the host closes its copy the far end of
 /// the server's stdin is held only by the tree itself: nobody outside can
@@ -77,19 +97,7 @@ fn a_far_end_left_only_to_the_tree_is_found_and_reaped() {
     }
     let config = Config::from_toml_str(RULES, "pidns").unwrap();
     let daemon = Daemon::start(SourceChoice::Poll, config);
-    let (ours, theirs) = mcp_reaper_tests::socketpair(false);
-    let theirs_out = theirs.try_clone().unwrap();
-    let far = ours.as_raw_fd();
-    let mut server = Command::new("bash")
-        .args([
-            "-c",
-            &format!("# mcp-fake-server\nexec 3<&{far}; exec {far}<&-; sleep 600 & wait"),
-        ])
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::from(theirs_out))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut server, ours) = leaky_server();
     daemon.wait_tracked_live(server.id());
     let members = || mcp_reaper_tests::host::server_tree_pids(server.id());
     assert!(
@@ -131,19 +139,7 @@ fn a_far_end_the_host_still_holds_stays_live() {
     }
     let config = Config::from_toml_str(RULES, "pidns").unwrap();
     let daemon = Daemon::start(SourceChoice::Poll, config);
-    let (ours, theirs) = mcp_reaper_tests::socketpair(false);
-    let theirs_out = theirs.try_clone().unwrap();
-    let far = ours.as_raw_fd();
-    let mut server = Command::new("bash")
-        .args([
-            "-c",
-            &format!("# mcp-fake-server\nexec 3<&{far}; exec {far}<&-; sleep 600 & wait"),
-        ])
-        .stdin(Stdio::from(theirs))
-        .stdout(Stdio::from(theirs_out))
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let (mut server, ours) = leaky_server();
     daemon.wait_tracked_live(server.id());
     // Past grace and kill_after: still live, never reaped.
     std::thread::sleep(Duration::from_secs(4));
