@@ -998,7 +998,9 @@ impl Supervisor {
             let Some(rec) = self.trees.get(&root) else {
                 continue;
             };
-            if rec.reaping {
+            // A tree with nothing alive waits for the source to catch up
+            // (`events_caught_up`): nothing to decide, and nothing to reap.
+            if rec.reaping || self.empty_since.contains_key(&root) {
                 continue;
             }
             let facts = Facts {
@@ -1026,6 +1028,7 @@ impl Supervisor {
             if decision == Decision::Enforce {
                 let (was_state, was_reason) = (rec.state, rec.reason.clone());
                 if !self.check(root, tracker)
+                    || self.empty_since.contains_key(&root)
                     || self
                         .trees
                         .get(&root)
@@ -1382,6 +1385,32 @@ mod tests {
             reaping: false,
             last_decision: None,
         }
+    }
+
+    #[test]
+    fn a_tree_waiting_for_queued_records_is_neither_reaped_nor_forgotten_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let config =
+            Config::from_toml_str("presets = []\n[policy]\ngrace = \"0s\"\n", "t").unwrap();
+        let mut s = Supervisor::new(Arc::new(config), dir.path().into());
+        s.wait_for_drain_marks();
+        let tracker = Tracker::new(1024);
+        let mut t = record(10, (1, 5), None);
+        t.state = TreeState::Orphaned;
+        t.reason = Some("peer-released".into());
+        t.orphan_since = Some(Instant::now() - Duration::from_secs(60));
+        s.trees.insert(t.root, t);
+        s.recheck.insert(ProcKey::new(10, 1));
+        // Nothing of it is alive in this /proc, but no drain mark has come:
+        // kept, and not enforced (it used to be reaped again and again).
+        for _ in 0..3 {
+            assert!(s.tick(&tracker, false).is_empty());
+            assert!(s.tree(ProcKey::new(10, 1)).is_some());
+        }
+        // A mark newer than the first empty look: forgotten, still no reap.
+        s.drained_to(u64::MAX);
+        assert!(s.tick(&tracker, false).is_empty());
+        assert!(s.tree(ProcKey::new(10, 1)).is_none());
     }
 
     #[test]
