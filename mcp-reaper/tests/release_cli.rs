@@ -39,9 +39,7 @@ fn release_by_owner_fd_and_by_session_reaps_exactly_those_trees() {
         return;
     }
     let _serial = common::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_toml()).unwrap();
+    let (dir, config) = common::config_dir(&config_toml());
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();
     let a = host.spawn("a", Transport::Socket, &[("MCP_TEST_SESSION", "sess-a")]);
@@ -124,9 +122,7 @@ fn a_release_naming_a_reused_fd_number_reaps_only_the_tree_behind_it() {
         return;
     }
     let _serial = common::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_toml()).unwrap();
+    let (_dir, config) = common::config_dir(&config_toml());
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();
     let x = host.spawn("x", Transport::Socket, &[]);
@@ -174,9 +170,7 @@ fn a_release_naming_a_recycled_host_pid_reaps_nothing() {
         return;
     }
     let _serial = common::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_toml()).unwrap();
+    let (_dir, config) = common::config_dir(&config_toml());
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();
     let x = host.spawn("x", Transport::Socket, &[]);
@@ -223,9 +217,7 @@ fn scan_shows_the_daemons_idle_verdict_and_nothing_is_reaped() {
         return;
     }
     let _serial = common::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, format!("{}idle_after = \"2s\"\n", config_toml())).unwrap();
+    let (_dir, config) = common::config_dir(&format!("{}idle_after = \"2s\"\n", config_toml()));
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();
     let s = host.spawn("s", Transport::Socket, &[]);

@@ -28,9 +28,7 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
         return;
     }
     let _serial = common::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, config_toml()).unwrap();
+    let (_dir, config) = common::config_dir(&config_toml());
 
     let daemon = start_daemon(&config);
     let mut host = TestHost::start();
@@ -82,9 +80,7 @@ fn a_death_between_sigstop_and_sigcont_leaves_no_tree_frozen() {
         return;
     }
     let _serial = common::serial();
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("config.toml");
-    std::fs::write(&config, host_config("1s", "1s")).unwrap();
+    let (dir, config) = common::config_dir(&host_config("1s", "1s"));
     let mut bystander = std::process::Command::new("sleep")
         .arg("7431")
         .spawn()

@@ -98,3 +98,13 @@ pub fn start_daemon_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> 
         }
     }
 }
+
+/// A fresh directory holding `config.toml` with `toml`; the daemon's
+/// control socket and state directory go next to it. Keep the directory
+/// alive for the test's length.
+pub fn config_dir(toml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(&config, toml).expect("write config.toml");
+    (dir, config)
+}
