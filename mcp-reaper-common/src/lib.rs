@@ -20,6 +20,11 @@ pub mod kind {
     pub const EXIT: u32 = 3;
     /// A watched host closed a stdio-shaped file (a `CloseEvent`).
     pub const CLOSE: u32 = 4;
+    /// A watched process (a candidate tree root or a tree member) replaced
+    /// its image: an `ExecArgvEvent`, sent instead of `EXEC`, with the
+    /// new command line as the kernel set it up. A root that exits before
+    /// userspace reads /proc is still classified from this record.
+    pub const EXEC_ARGV: u32 = 5;
 }
 
 /// Values of [`CloseEvent::file_kind`].
@@ -126,6 +131,54 @@ pub struct ProcEvent {
     pub watch: WatchEntry,
     /// `task->comm`, NUL-padded.
     pub comm: [u8; COMM_LEN],
+}
+
+/// Bytes of a command line an `ExecArgvEvent` carries (NUL-separated
+/// arguments, as in /proc/PID/cmdline). Longer command lines are cut.
+pub const ARGV_LEN: usize = 512;
+
+/// Bits of [`ExecArgvEvent::flags`].
+pub mod argv_flag {
+    /// The command line was longer than `ARGV_LEN`; `argv` holds its start.
+    pub const TRUNCATED: u32 = 1 << 0;
+    /// The command line could not be read (no `mm`, or a failed read):
+    /// `argv_len` is 0 and userspace must not classify from this record.
+    pub const UNREAD: u32 = 1 << 1;
+}
+
+/// An exec of a watched process: a record of kind `kind::EXEC_ARGV`. The
+/// header is an ordinary exec `ProcEvent` (its `kind` is `EXEC_ARGV`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecArgvEvent {
+    pub ev: ProcEvent,
+    /// Real uid of the process (`current_uid()`), as /proc/PID/status's
+    /// first `Uid:` field.
+    pub uid: u32,
+    /// Bytes of `argv` filled in (at most `ARGV_LEN`).
+    pub argv_len: u32,
+    /// `argv_flag::*` bits.
+    pub flags: u32,
+    /// Explicit padding (always 0).
+    pub _pad: u32,
+    /// The start of the command line (`mm->arg_start` up to `arg_end`).
+    pub argv: [u8; ARGV_LEN],
+}
+
+/// Byte offsets the exec program reads the new command line through,
+/// resolved from BTF by userspace (global `EXEC_OFFSETS`). When any is
+/// missing `valid` stays 0 and execs are reported without their argv.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ExecOffsets {
+    /// `task_struct.mm`
+    pub task_mm: u32,
+    /// `mm_struct.arg_start` (unsigned long)
+    pub mm_arg_start: u32,
+    /// `mm_struct.arg_end` (unsigned long)
+    pub mm_arg_end: u32,
+    /// Non-zero once userspace has filled this structure in.
+    pub valid: u32,
 }
 
 /// A watched host closed (or `dup2`/`dup3`-replaced, or `close_range`d)
@@ -324,6 +377,8 @@ mod pod {
     unsafe impl aya::Pod for super::FileOffsets {}
     unsafe impl aya::Pod for super::CloseSyscalls {}
     unsafe impl aya::Pod for super::SyscallTpArgs {}
+    unsafe impl aya::Pod for super::ExecArgvEvent {}
+    unsafe impl aya::Pod for super::ExecOffsets {}
 }
 
 #[cfg(test)]
@@ -343,5 +398,11 @@ mod tests {
         assert_eq!(size_of::<CloseEvent>() % 8, 0);
         assert_eq!(size_of::<FileOffsets>(), 24 * 4);
         assert_eq!(size_of::<SyscallTpArgs>(), 13 * 4);
+        assert_eq!(
+            size_of::<ExecArgvEvent>(),
+            size_of::<ProcEvent>() + 4 * 4 + ARGV_LEN
+        );
+        assert_eq!(size_of::<ExecArgvEvent>() % 8, 0);
+        assert_eq!(size_of::<ExecOffsets>(), 4 * 4);
     }
 }

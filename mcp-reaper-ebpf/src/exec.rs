@@ -2,19 +2,24 @@
 //!
 //! Owns: reporting each successful exec with the process identity and its
 //! parent, so userspace can find hosts and servers by what they run, with
-//! the process's watch entry when it names this very process.
+//! the process's watch entry when it names this very process. A watched
+//! process (a host's child, a candidate root, or a tree member) is reported
+//! with its new command line and uid (`ExecArgvEvent`): a root that exits
+//! before userspace reads /proc is still classified from the record.
 //! Must never: change the watch map (userspace decides what to watch), or
 //! report an entry left for an earlier holder of the PID.
 
 use aya_ebpf::{
-    helpers::bpf_get_current_comm, macros::raw_tracepoint, programs::RawTracePointContext,
+    helpers::{bpf_get_current_comm, bpf_get_current_uid_gid},
+    macros::raw_tracepoint,
+    programs::RawTracePointContext,
 };
-use mcp_reaper_common::{counter, kind};
+use mcp_reaper_common::{ProcEvent, counter, kind, watch::MEMBER};
 
 use crate::{
-    events::emit,
-    maps::{OFFSETS, count},
-    task::Task,
+    events::{emit, emit_exec_argv},
+    maps::{EXEC_OFFSETS, OFFSETS, count},
+    task::{Task, read},
     watch,
 };
 
@@ -44,6 +49,24 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
     // userspace may be writing this process's own entry right now.
     let watch = watch::lookup(tgid, start).unwrap_or_default();
     let comm = bpf_get_current_comm()?;
+    if watch.flags & MEMBER != 0 {
+        let eo = EXEC_OFFSETS.load();
+        if eo.valid != 0 {
+            let header = ProcEvent {
+                tgid,
+                start_ns: start,
+                ppid,
+                parent_start_ns: parent_start,
+                watch,
+                comm,
+                ..ProcEvent::default()
+            };
+            // The low half is the real uid.
+            let uid = bpf_get_current_uid_gid() as u32;
+            emit_exec_argv(&header, uid, arg_range(task, &eo));
+            return Ok(());
+        }
+    }
     emit(|ev| {
         ev.kind = kind::EXEC;
         ev.tgid = tgid;
@@ -54,4 +77,17 @@ fn try_exec(ctx: &RawTracePointContext) -> Result<(), i32> {
         ev.comm = comm;
     });
     Ok(())
+}
+
+/// `mm->arg_start` and `mm->arg_end` of `task` (the new image's command
+/// line in user memory); `None` when there is no mm or a read fails.
+#[inline(always)]
+fn arg_range(task: Task, eo: &mcp_reaper_common::ExecOffsets) -> Option<(u64, u64)> {
+    let mm = read::<*const u8>(task.0, eo.task_mm).ok()?;
+    if mm.is_null() {
+        return None;
+    }
+    let start = read::<u64>(mm, eo.mm_arg_start).ok()?;
+    let end = read::<u64>(mm, eo.mm_arg_end).ok()?;
+    Some((start, end))
 }

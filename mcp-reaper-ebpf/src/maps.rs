@@ -1,7 +1,7 @@
 //! Maps and globals shared by every program.
 //!
 //! Owns: the ring buffer of events, the watch map (tgid -> tree), the set of
-//! tracked trees' stdio inodes, the per-CPU counters and the `OFFSETS`, `FILE_OFFSETS`,
+//! tracked trees' stdio inodes, the per-CPU counters and the `OFFSETS`, `EXEC_OFFSETS`, `FILE_OFFSETS`,
 //! `CLOSE_SYSCALLS` and `SYSCALL_TP_ARGS` globals that userspace fills in
 //! before load.
 //! Must never: hold per-event state across calls beyond these maps.
@@ -12,7 +12,7 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use mcp_reaper_common::{
-    CloseSyscalls, FileOffsets, SyscallTpArgs, TaskOffsets, WatchEntry, counter,
+    CloseSyscalls, ExecOffsets, FileOffsets, SyscallTpArgs, TaskOffsets, WatchEntry, counter,
 };
 
 /// Events to userspace. Sized by userspace at load (`set_max_entries`); this
@@ -47,6 +47,17 @@ pub static OFFSETS: Global<TaskOffsets> = Global::new(TaskOffsets {
     task_start_boottime: 0,
     task_comm: 0,
     task_exit_code: 0,
+    valid: 0,
+});
+
+/// Offsets the exec program reads a watched process's new command line
+/// through. `valid` stays 0 (execs are reported without argv) when any is
+/// missing.
+#[unsafe(no_mangle)]
+pub static EXEC_OFFSETS: Global<ExecOffsets> = Global::new(ExecOffsets {
+    task_mm: 0,
+    mm_arg_start: 0,
+    mm_arg_end: 0,
     valid: 0,
 });
 
