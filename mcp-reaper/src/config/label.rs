@@ -5,9 +5,8 @@
 //! images to short labels (`[a-z0-9_.-]{1,48}`). Must never produce a label
 //! outside that alphabet or length: labels become Prometheus label values.
 
-use std::path::Path;
-
-use super::{Config, MAX_LABEL_LEN, ProcView};
+/// Longest server identity (label) produced.
+pub const MAX_LABEL_LEN: usize = 48;
 
 /// A host rule name: `^[a-z0-9_-]{1,32}$`.
 pub(super) fn is_host_name(s: &str) -> bool {
@@ -281,39 +280,6 @@ impl Template {
         }
         sanitize(&out)
     }
-}
-
-/// A short bounded identity for an MCP server tree, from the command lines
-/// of its members (root first): the first member a server rule names, e.g.
-/// `npm exec @modelcontextprotocol/server-everything@2025.4.8` ->
-/// `server-everything`. Unknown, or outside `server_labels`: the configured
-/// `unknown_server_label`.
-#[must_use]
-pub fn server_identity(cmdlines_of_tree: &[&[String]], config: &Config) -> String {
-    for args in cmdlines_of_tree {
-        let argv0 = args.first().map_or("", String::as_str);
-        let base = Path::new(argv0)
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or(argv0);
-        let mut end = base.len().min(15);
-        while !base.is_char_boundary(end) {
-            end -= 1;
-        }
-        let view = ProcView {
-            comm: &base[..end],
-            exe: None,
-            cmdline: args,
-            uid: u32::MAX,
-            cgroup: None,
-        };
-        if let Some(m) = config.classify_server(&view)
-            && m.identity != config.daemon.unknown_server_label
-        {
-            return m.identity;
-        }
-    }
-    config.daemon.unknown_server_label.clone()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 
 use std::sync::LazyLock;
 
-use super::{Pattern, ProcView, join_cmdline};
+use super::matcher::{Pattern, ProcView, join_cmdline};
 
 /// Built-in launcher shapes, anchored like every pattern, matched against
 /// the command line joined by single spaces.

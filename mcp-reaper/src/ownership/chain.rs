@@ -14,7 +14,7 @@
 use std::{collections::HashSet, path::Path};
 
 use super::{FdHolder, OwnerState, StdioObject, fd_owners, stdio_owner};
-use crate::identity::ProcKey;
+use crate::procs::identity::ProcKey;
 
 /// Hops followed at most (OpenClaw has three relays).
 pub const MAX_HOPS: usize = 8;

@@ -18,7 +18,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use crate::identity::ProcKey;
+use crate::procs::identity::ProcKey;
 
 /// A shared kernel object an fd can point at. Sockets and pipes live on
 /// different pseudo filesystems, so their inode numbers are kept apart.

@@ -43,7 +43,11 @@
 pub mod chain;
 pub mod fdtable;
 pub mod judge;
+#[cfg(test)]
+mod judge_tests;
+pub mod netns;
 pub mod sockdiag;
+pub mod stdin_watch;
 #[cfg(test)]
 mod unreadable_tests;
 
@@ -51,16 +55,13 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 pub use fdtable::{FdHolder, FdMode, FdScan, FdTarget, Inode};
-pub use judge::{Judgement, Kernel, PEER_UNSEEN, Seen, judge};
+pub use judge::{Judgement, Kernel, PEER_RELEASED, PEER_UNSEEN, Seen, judge};
 pub use sockdiag::{SockDiagError, UnixKind, UnixSockInfo, unix_socket, unix_sockets_dump};
 
-use crate::identity::ProcKey;
+use crate::procs::identity::ProcKey;
 
 /// The stdio fds whose far ends define ownership.
 pub const STDIO_FDS: [u32; 2] = [0, 1];
-
-/// The ownership signal name for a release (ARCHITECTURE.md's table).
-pub const PEER_RELEASED: &str = "peer-released";
 
 /// What one of the root's stdio fds points at.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -183,48 +184,8 @@ fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
             return Pending { own, far: None };
         }
     };
-    let far = match target {
-        FdTarget::Socket(ino) => {
-            let Ok(ino32) = u32::try_from(ino) else {
-                own.reason = Some("socket-inode-out-of-range");
-                return Pending { own, far: None };
-            };
-            match sockdiag::unix_socket(ino32) {
-                Ok(Some(info)) => {
-                    own.object = StdioObject::UnixSocket {
-                        inode: ino32,
-                        peer: info.peer_inode,
-                        shutdown: info.shutdown,
-                    };
-                    let kernel = Kernel::socket(info.peer_inode, info.shutdown);
-                    match (info.kind, info.peer_inode) {
-                        (UnixKind::Dgram, _) => {
-                            own.reason = Some("dgram-socket");
-                            None
-                        }
-                        (_, Some(peer)) => Some((
-                            Inode::Socket(u64::from(peer)),
-                            any_mode as ModeFilter,
-                            kernel,
-                        )),
-                        // Released or unconnected: no far end to look for.
-                        (_, None) => {
-                            let mut p = Pending { own, far: None };
-                            p.set(judge(kernel, false, Seen::Nowhere));
-                            return p;
-                        }
-                    }
-                }
-                Ok(None) => {
-                    own.reason = Some("socket-not-unix-here");
-                    None
-                }
-                Err(_) => {
-                    own.reason = Some("sock-diag-failed");
-                    None
-                }
-            }
-        }
+    match target {
+        FdTarget::Socket(ino) => resolve_socket(own, ino, root, proc_root),
         FdTarget::Pipe(ino) => {
             own.object = StdioObject::Pipe { inode: ino };
             // The root reads its stdin pipe: the far end writes, and the
@@ -240,19 +201,70 @@ fn resolve(root: ProcKey, fd: u32, proc_root: &Path) -> Pending {
             } else {
                 Kernel::Pipe
             };
-            Some((Inode::Pipe(ino), opposite, kernel))
+            Pending {
+                own,
+                far: Some((Inode::Pipe(ino), opposite, kernel)),
+            }
         }
         FdTarget::Tty(_) => {
             own.object = StdioObject::Tty;
-            None
+            Pending { own, far: None }
         }
         FdTarget::Path(_) => {
             own.object = StdioObject::File;
-            None
+            Pending { own, far: None }
         }
-        FdTarget::AnonInode(_) | FdTarget::Other(_) => None,
+        FdTarget::AnonInode(_) | FdTarget::Other(_) => Pending { own, far: None },
+    }
+}
+
+/// A stdio fd that is a socket: what sock_diag says of it and its peer,
+/// asked in the socket's own network namespace (`netns`). A socket that
+/// namespace's sock_diag does not know, a namespace that cannot be
+/// learned or entered, or a failed query, is a reason for `unknown`,
+/// never a release.
+fn resolve_socket(mut own: FdOwnership, ino: u64, root: ProcKey, proc_root: &Path) -> Pending {
+    let Ok(ino32) = u32::try_from(ino) else {
+        own.reason = Some("socket-inode-out-of-range");
+        return Pending { own, far: None };
     };
-    Pending { own, far }
+    let info = match netns::unix_socket(root, own.fd, ino32, proc_root) {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            own.reason = Some("socket-not-unix-here");
+            return Pending { own, far: None };
+        }
+        Err(e) => {
+            own.reason = Some(e.reason());
+            return Pending { own, far: None };
+        }
+    };
+    own.object = StdioObject::UnixSocket {
+        inode: ino32,
+        peer: info.peer_inode,
+        shutdown: info.shutdown,
+    };
+    let kernel = Kernel::socket(info.peer_inode, info.shutdown);
+    match (info.kind, info.peer_inode) {
+        (UnixKind::Dgram, _) => {
+            own.reason = Some("dgram-socket");
+            Pending { own, far: None }
+        }
+        (_, Some(peer)) => Pending {
+            own,
+            far: Some((
+                Inode::Socket(u64::from(peer)),
+                any_mode as ModeFilter,
+                kernel,
+            )),
+        },
+        // Released or unconnected: no far end to look for.
+        (_, None) => {
+            let mut p = Pending { own, far: None };
+            p.set(judge(kernel, false, Seen::Nowhere));
+            p
+        }
+    }
 }
 
 /// Whether the kernel says the other end of `root`'s pipe fd `fd` is held

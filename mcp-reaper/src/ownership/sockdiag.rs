@@ -132,7 +132,9 @@ fn show_flags() -> ShowFlags {
     ShowFlags::PEER | ShowFlags::RQLEN
 }
 
-fn open() -> Result<Socket, SockDiagError> {
+/// A sock_diag socket of the calling thread's network namespace, which
+/// it keeps for its life whatever namespace the thread moves to later.
+pub(crate) fn open() -> Result<Socket, SockDiagError> {
     let mut sock = Socket::new(NETLINK_SOCK_DIAG).map_err(SockDiagError::Socket)?;
     sock.bind_auto().map_err(SockDiagError::Socket)?;
     sock.connect(&SocketAddr::new(0, 0))
@@ -140,10 +142,10 @@ fn open() -> Result<Socket, SockDiagError> {
     Ok(sock)
 }
 
-fn request(inode: u32, dump: bool, cookie: [u8; 8]) -> Vec<u8> {
+fn request(inode: u32, dump: bool, cookie: [u8; 8], seq: u32) -> Vec<u8> {
     let mut hdr = NetlinkHeader::default();
     hdr.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
-    hdr.sequence_number = 1;
+    hdr.sequence_number = seq;
     let mut msg = NetlinkMessage::new(
         hdr,
         SockDiagMessage::UnixRequest(UnixRequest {
@@ -160,16 +162,19 @@ fn request(inode: u32, dump: bool, cookie: [u8; 8]) -> Vec<u8> {
     buf
 }
 
-/// Sends one request and feeds every UNIX record of the reply to `each`.
-/// Returns Ok(false) when the kernel answered ENOENT (no such socket).
+/// Sends one request numbered `seq` on `sock` and feeds every UNIX record
+/// of the reply to `each`; messages of other numbers (left over on a
+/// reused socket) are skipped. Returns Ok(false) when the kernel answered
+/// ENOENT (no such socket).
 fn converse(
+    sock: &Socket,
+    seq: u32,
     inode: u32,
     dump: bool,
     cookie: [u8; 8],
     mut each: impl FnMut(UnixSockInfo),
 ) -> Result<bool, SockDiagError> {
-    let sock = open()?;
-    let req = request(inode, dump, cookie);
+    let req = request(inode, dump, cookie, seq);
     sock.send(&req, 0).map_err(SockDiagError::Send)?;
     let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
     loop {
@@ -186,7 +191,9 @@ fn converse(
             let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[off..])
                 .map_err(|e| SockDiagError::Decode(e.to_string()))?;
             let len = msg.header.length as usize;
+            let ours = msg.header.sequence_number == seq;
             match msg.payload {
+                _ if !ours => {}
                 NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
                     each(UnixSockInfo::from_response(&r));
                     if !dump {
@@ -214,11 +221,21 @@ fn converse(
 /// dump). `Ok(None)`: no UNIX socket with that inode in this network
 /// namespace (gone, another family, or another namespace).
 pub fn unix_socket(inode: u32) -> Result<Option<UnixSockInfo>, SockDiagError> {
+    unix_socket_on(&open()?, 1, inode)
+}
+
+/// As [`unix_socket`], on `sock` (whose network namespace is the one
+/// asked), with request number `seq`.
+pub(crate) fn unix_socket_on(
+    sock: &Socket,
+    seq: u32,
+    inode: u32,
+) -> Result<Option<UnixSockInfo>, SockDiagError> {
     if inode == 0 {
         return Ok(None);
     }
     let mut found = None;
-    let exists = converse(inode, false, NO_COOKIE, |info| {
+    let exists = converse(sock, seq, inode, false, NO_COOKIE, |info| {
         if info.inode == inode {
             found = Some(info);
         }
@@ -229,7 +246,7 @@ pub fn unix_socket(inode: u32) -> Result<Option<UnixSockInfo>, SockDiagError> {
 /// Every UNIX socket of this network namespace, by inode, in one dump.
 pub fn unix_sockets_dump() -> Result<HashMap<u32, UnixSockInfo>, SockDiagError> {
     let mut all = HashMap::new();
-    converse(0, true, NO_COOKIE, |info| {
+    converse(&open()?, 1, 0, true, NO_COOKIE, |info| {
         all.insert(info.inode, info);
     })?;
     Ok(all)
@@ -328,15 +345,16 @@ mod tests {
     fn exact_lookup_needs_no_cookie_or_the_right_one() {
         let (a, _b) = pair(libc::SOCK_STREAM);
         let mut cookie = None;
-        converse(ino(&a), false, NO_COOKIE, |_| {}).expect("no cookie accepted");
+        converse(&open().unwrap(), 1, ino(&a), false, NO_COOKIE, |_| {})
+            .expect("no cookie accepted");
         // A zero cookie is a wrong cookie, not a wildcard.
-        match converse(ino(&a), false, [0; 8], |_| {}) {
+        match converse(&open().unwrap(), 1, ino(&a), false, [0; 8], |_| {}) {
             Err(SockDiagError::Kernel(e)) => assert_eq!(e, -libc::ESTALE),
             other => panic!("zero cookie: {other:?}"),
         }
         // The dump reports the cookie; the exact lookup accepts it back.
         let sock = open().expect("open");
-        sock.send(&request(0, true, NO_COOKIE), 0).expect("send");
+        sock.send(&request(0, true, NO_COOKIE, 1), 0).expect("send");
         let mut buf: Vec<u8> = Vec::with_capacity(RECV_BUF);
         'recv: loop {
             buf.clear();
@@ -358,7 +376,10 @@ mod tests {
         }
         let cookie = cookie.expect("socket in dump");
         let mut seen = false;
-        assert!(converse(ino(&a), false, cookie, |_| seen = true).expect("own cookie"));
+        assert!(
+            converse(&open().unwrap(), 1, ino(&a), false, cookie, |_| seen = true)
+                .expect("own cookie")
+        );
         assert!(seen);
     }
 

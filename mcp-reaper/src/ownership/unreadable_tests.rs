@@ -10,7 +10,7 @@
 use std::{collections::HashSet, path::Path};
 
 use super::{OwnerState, PEER_RELEASED, fdtable, stdio_owner};
-use crate::identity::ProcKey;
+use crate::procs::identity::ProcKey;
 
 /// The tree root: stdin is the read end of pipe 700.
 const ROOT: u32 = 20;

@@ -4,7 +4,10 @@
 //! counters every source keeps, and the bounded channel to the tracker.
 //! Must never: interpret events (the tracker does) or act on them.
 
+pub mod decode;
 pub mod ebpf;
+pub mod event;
+pub mod kernel_btf;
 pub mod poll;
 pub mod tracefs;
 pub mod watch;
@@ -93,8 +96,8 @@ impl SourceCounters {
         }
     }
 
-    pub(crate) fn count_event(&self, ev: &crate::event::ProcessEvent) {
-        use crate::event::ProcessEvent as E;
+    pub(crate) fn count_event(&self, ev: &crate::source::event::ProcessEvent) {
+        use crate::source::event::ProcessEvent as E;
         let c = match ev {
             E::Exec { .. } => &self.exec,
             E::Fork { .. } => &self.fork,

@@ -13,9 +13,9 @@ use tokio::{sync::mpsc, task::JoinHandle};
 
 use super::SourceCounters;
 use crate::{
-    event::{ProcessEvent, SourceMsg, Watch},
-    identity::ProcKey,
-    procscan::{self, ProcInfo},
+    procs::identity::ProcKey,
+    procs::procscan::{self, ProcInfo},
+    source::event::{ProcessEvent, SourceMsg, Watch},
 };
 
 /// Tunables for the poll source.
@@ -65,6 +65,7 @@ pub fn diff(before: &Seen, now: &[ProcInfo]) -> (Vec<ProcessEvent>, Seen) {
             comm: p.comm.clone(),
             watch: Watch::default(),
             ktime_ns: 0,
+            image: None,
         })
         .collect();
     for (key, _) in before.values() {

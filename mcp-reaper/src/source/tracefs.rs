@@ -224,7 +224,7 @@ print fmt: \"fd: 0x%08lx, max_fd: 0x%08lx, flags: 0x%08lx\", ((unsigned long)(RE
 
     #[test]
     fn this_machines_close_tracepoints_have_the_expected_layout() {
-        if !crate::test_has_root("tracefs, perhaps in a private mount namespace") {
+        if !crate::procs::caps::test_has_root("tracefs, perhaps in a private mount namespace") {
             return;
         }
         let args = with_tracefs(syscall_tp_args)

@@ -16,9 +16,9 @@ use rustix::{
 };
 
 use crate::{
-    event::{GapCause, SourceMsg},
-    identity::ProcKey,
-    procscan,
+    procs::identity::ProcKey,
+    procs::procscan,
+    source::event::{GapCause, SourceMsg},
 };
 
 /// The kernel's own /proc: watch entries are checked against the running

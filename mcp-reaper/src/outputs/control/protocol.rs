@@ -1,0 +1,190 @@
+//! The control protocol: requests, responses and their wire form.
+//!
+//! Owns: the request and response types, the one-JSON-object-per-line
+//! encoding both sides use (see the module above for its shape), the
+//! validation a request must pass before any handler sees it (no pid 0, a
+//! bounded session id, exactly one of `release` / `status`, no unknown
+//! fields), and the protocol's limits and fixed messages.
+//! Must never: accept a request that is ambiguous or carries fields it does
+//! not know, or do I/O: the server and the client do that.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    judge::trees::TreeView,
+    outputs::audit::{Action, ProcRef},
+};
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_SOCKET: &str = "/run/mcp-reaper/control.sock";
+/// Longest request line, newline excluded.
+pub const MAX_REQUEST_BYTES: usize = 64 * 1024;
+/// The error a peer that is neither root nor the daemon's uid gets.
+pub const PERMISSION_DENIED: &str = "permission denied: only root may release sessions";
+/// Longest session id accepted.
+pub const MAX_SESSION_BYTES: usize = 1024;
+
+/// A host fd (or every fd of a host, with `fd` unset) whose trees to release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerRef {
+    pub pid: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd: Option<u32>,
+}
+
+/// Which trees a `release` names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum ReleaseTarget {
+    Owner(OwnerRef),
+    Session(String),
+}
+
+/// A control request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "WireRequest", into = "WireRequest")]
+pub enum Request {
+    /// The host says these trees' session is over: treat them as
+    /// `session-ended` (or, with `dry_run`, say what that would do).
+    Release {
+        target: ReleaseTarget,
+        dry_run: bool,
+    },
+    Status,
+}
+
+#[derive(Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StatusArgs {}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WireRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    release: Option<ReleaseTarget>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    status: Option<StatusArgs>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    dry_run: bool,
+}
+
+impl TryFrom<WireRequest> for Request {
+    type Error = String;
+
+    fn try_from(w: WireRequest) -> Result<Self, String> {
+        match (w.release, w.status) {
+            (Some(target), None) => {
+                match &target {
+                    ReleaseTarget::Owner(o) if o.pid == 0 => {
+                        return Err("owner pid must be a positive number".into());
+                    }
+                    ReleaseTarget::Session(s) if s.is_empty() || s.len() > MAX_SESSION_BYTES => {
+                        return Err(format!("session id must be 1 to {MAX_SESSION_BYTES} bytes"));
+                    }
+                    _ => {}
+                }
+                Ok(Self::Release {
+                    target,
+                    dry_run: w.dry_run,
+                })
+            }
+            (None, Some(_)) => Ok(Self::Status),
+            (Some(_), Some(_)) => Err("a request is either `release` or `status`, not both".into()),
+            (None, None) => Err("a request needs `release` or `status`".into()),
+        }
+    }
+}
+
+impl From<Request> for WireRequest {
+    fn from(r: Request) -> Self {
+        match r {
+            Request::Release { target, dry_run } => Self {
+                release: Some(target),
+                status: None,
+                dry_run,
+            },
+            Request::Status => Self {
+                release: None,
+                status: Some(StatusArgs {}),
+                dry_run: false,
+            },
+        }
+    }
+}
+
+/// One tree a release matched, and what the daemon does with it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MatchedTree {
+    pub root: ProcRef,
+    pub server: String,
+    /// The tree's state when matched (`live`, `orphaned`, ...).
+    pub state: String,
+    pub action: Action,
+}
+
+impl MatchedTree {
+    pub fn from_view(t: &TreeView, action: Action) -> Self {
+        Self {
+            root: t.root.into(),
+            server: t.server.clone(),
+            state: t.state.as_str().to_owned(),
+            action,
+        }
+    }
+}
+
+/// A control response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub ok: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<Vec<MatchedTree>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Response {
+    /// A release's answer (an empty `matched` is still `ok`).
+    pub fn matched(matched: Vec<MatchedTree>, message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            matched: Some(matched),
+            message: Some(message.into()),
+            status: None,
+            error: None,
+        }
+    }
+
+    pub fn status(status: serde_json::Value, message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            matched: None,
+            message: Some(message.into()),
+            status: Some(status),
+            error: None,
+        }
+    }
+
+    pub fn error(error: impl Into<String>) -> Self {
+        Self {
+            ok: false,
+            matched: None,
+            message: None,
+            status: None,
+            error: Some(error.into()),
+        }
+    }
+
+    pub(super) fn to_line(&self) -> Vec<u8> {
+        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| {
+            br#"{"ok":false,"error":"internal error: cannot encode the response"}"#.to_vec()
+        });
+        line.push(b'\n');
+        line
+    }
+}
