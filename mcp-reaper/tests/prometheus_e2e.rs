@@ -92,9 +92,9 @@ peer-released = "observe"
 
 /// The growth branch of the shipped LeakGrowth expression, compressed.
 const GROWTH: &str = r#"(
-    sum by (job, instance) (mcp_reaper_trees{job="mcp-reaper", state=~"orphaned|suspect"})
+    sum by (job, instance) (mcp_reaper_trees{state=~"orphaned|suspect"})
   -
-    sum by (job, instance) (mcp_reaper_trees{job="mcp-reaper", state=~"orphaned|suspect"} offset 30s)
+    sum by (job, instance) (mcp_reaper_trees{state=~"orphaned|suspect"} offset 30s)
 ) > 0"#;
 
 // ---------------------------------------------------------------------------
@@ -627,13 +627,13 @@ fn prometheus_sees_a_real_leak_alerts_on_it_and_sees_it_reaped() {
         format!(r#"sum(mcp_reaper_trees{{job="mcp-reaper",host="testhost",state="{state}"}})"#)
     };
     let detected =
-        r#"sum(mcp_reaper_orphans_detected_total{job="mcp-reaper",reason="peer-released"})"#;
+        r#"sum(mcp_reaper_orphans_detected_total{job="mcp-reaper",reason="peer_released"})"#;
     prom.wait_value(&trees("live"), 4.0);
     // The growth branch compares with 30 s ago: wait for that much history,
     // so the silence asserted below is the threshold's, not missing data.
     poll("30 s of history for the offset", || {
         match prom.value(
-            r#"sum by (job, instance) (mcp_reaper_trees{job="mcp-reaper", state=~"orphaned|suspect"} offset 30s)"#,
+            r#"sum by (job, instance) (mcp_reaper_trees{state=~"orphaned|suspect"} offset 30s)"#,
         )? {
             Some(_) => Ok(()),
             None => Err("no sample 30 s ago yet".into()),
@@ -722,12 +722,12 @@ fn prometheus_sees_a_real_leak_alerts_on_it_and_sees_it_reaped() {
     assert!(host.ping("live"), "the live session must still answer");
     assert!(is_alive(host.pid()), "the host is never touched");
     prom.wait_value(
-        r#"sum(mcp_reaper_trees_reaped_total{job="mcp-reaper",reason="peer-released"})"#,
+        r#"sum(mcp_reaper_trees_reaped_total{job="mcp-reaper",reason="peer_released"})"#,
         3.0,
     );
     assert_eq!(
         prom.value(
-            r#"sum(mcp_reaper_trees_reaped_total{job="mcp-reaper",reason="peer-released",outcome=~"terminated|killed"})"#
+            r#"sum(mcp_reaper_trees_reaped_total{job="mcp-reaper",reason="peer_released",outcome=~"terminated|killed"})"#
         )
         .unwrap(),
         Some(3.0),

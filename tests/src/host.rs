@@ -103,12 +103,47 @@ pub struct TestHost {
     members: HashMap<u32, u64>,
     roots: Vec<u32>,
     reaped: bool,
+    /// Started in namespaces of its own: the namespace's PID 1 (a shell
+    /// that outlives the host), by PID and start time. PIDs the host
+    /// reports are its namespace's and are translated (`NSpid`).
+    ns_init: Option<(u32, u64)>,
+    /// The host's start time.
+    start: u64,
 }
 
 impl TestHost {
     /// Starts the host and waits for its ready line. Panics if the npm
     /// packages are not installed.
     pub fn start() -> TestHost {
+        Self::start_with(&[])
+    }
+
+    /// Starts the host in network, PID and mount namespaces of its own
+    /// (`unshare --net --pid --mount --fork --mount-proc`), as a host in a
+    /// container: a shell is the namespace's PID 1 and the host its child,
+    /// so that killing the host leaves its servers running (reparented to
+    /// that shell), as a crashed host in a container does. [`pid`] and the
+    /// sessions' PIDs are this test's (translated from the host's own).
+    ///
+    /// [`pid`]: TestHost::pid
+    pub fn start_in_namespaces() -> TestHost {
+        Self::start_with(&[
+            "unshare",
+            "--net",
+            "--pid",
+            "--mount",
+            "--fork",
+            "--mount-proc",
+            "--",
+            "/bin/sh",
+            "-c",
+            "\"$0\" \"$@\"; while :; do sleep 3600; done",
+        ])
+    }
+
+    /// Starts `wrapper... python3 <host script>`, and waits for its ready
+    /// line.
+    fn start_with(wrapper: &[&str]) -> TestHost {
         let npm = npm_dir();
         assert!(
             npm.join("node_modules").is_dir(),
@@ -116,14 +151,17 @@ impl TestHost {
              (or `npm install` in that directory), or set MCP_REAPER_NPM_DIR",
             npm.display()
         );
-        let mut child = Command::new("python3")
-            .arg(host_script())
+        let mut argv: Vec<std::ffi::OsString> = wrapper.iter().map(Into::into).collect();
+        argv.push("python3".into());
+        argv.push(host_script().into());
+        let mut child = Command::new(&argv[0])
+            .args(&argv[1..])
             .env("MCP_REAPER_NPM_DIR", &npm)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("start python3 {}: {e}", host_script().display()));
+            .unwrap_or_else(|e| panic!("start {argv:?}: {e}"));
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("host stdout is piped");
         let (tx, lines) = channel();
@@ -143,11 +181,42 @@ impl TestHost {
             members: HashMap::new(),
             roots: Vec::new(),
             reaped: false,
+            ns_init: None,
+            start: 0,
         };
         let ready = host.read_answer("ready line");
         assert_eq!(ready["ready"], json!(true), "host ready line: {ready}");
-        assert_eq!(ready["pid"], json!(host.pid), "host ready line: {ready}");
+        if wrapper.is_empty() {
+            assert_eq!(ready["pid"], json!(host.pid), "host ready line: {ready}");
+        } else {
+            let inner = ready["pid"].as_u64().expect("ready line has a pid") as u32;
+            let outer = host.child.id();
+            let under = server_tree_pids(outer);
+            let init = under
+                .iter()
+                .copied()
+                .find(|&p| ns_pid(p) == Some(1))
+                .unwrap_or_else(|| panic!("no namespace init under {outer}"));
+            host.ns_init = Some((init, start_ticks(init).expect("namespace init alive")));
+            host.pid = under
+                .into_iter()
+                .find(|&p| p != init && ns_pid(p) == Some(inner))
+                .unwrap_or_else(|| panic!("no host with PID {inner} in its namespace"));
+        }
+        host.start = start_ticks(host.pid).expect("the host is alive");
         host
+    }
+
+    /// This test's PID of a process the host names by `pid` (its own
+    /// namespace's, when namespaced): a descendant of the host.
+    fn outer_pid(&self, pid: u32) -> u32 {
+        if self.ns_init.is_none() {
+            return pid;
+        }
+        server_tree_pids(self.pid)
+            .into_iter()
+            .find(|&p| ns_pid(p) == Some(pid))
+            .unwrap_or_else(|| panic!("no process with PID {pid} in the host's namespace"))
     }
 
     /// The host's PID.
@@ -211,9 +280,11 @@ impl TestHost {
             "cmd": "spawn", "id": id, "transport": transport.as_str(),
             "package": package, "env": env,
         });
-        let answer = self.request(cmd.clone());
+        let mut answer = self.request(cmd.clone());
         if let Some(root) = answer["pid"].as_u64() {
-            self.remember_tree(root as u32);
+            let root = self.outer_pid(root as u32);
+            answer["pid"] = json!(root);
+            self.remember_tree(root);
         }
         assert_eq!(answer["ok"], json!(true), "spawn failed: {cmd}: {answer}");
         let fd = |name: &str| {
@@ -307,19 +378,25 @@ impl TestHost {
     /// SIGKILLs the host (its trees are left running) and reaps it.
     pub fn kill(&mut self) {
         if !self.reaped {
-            // SAFETY: plain kill(2) of our own unreaped child: its PID
-            // cannot have been reused.
-            unsafe { libc::kill(self.pid as i32, libc::SIGKILL) };
+            // By start time: in namespaces the host is not our child.
+            kill_if_same(self.pid, self.start);
         }
         self.stdin = None;
         self.wait_host();
     }
 
     fn wait_host(&mut self) {
-        if !self.reaped {
-            self.child.wait().expect("wait for the stand-in host");
-            self.reaped = true;
+        if self.reaped {
+            return;
         }
+        if self.ns_init.is_some() {
+            // The namespace's init reaps it; the namespace stays for Drop.
+            let gone = wait_until(ANSWER_TIMEOUT, || start_ticks(self.pid) != Some(self.start));
+            assert!(gone, "the namespaced host {} did not exit", self.pid);
+        } else {
+            self.child.wait().expect("wait for the stand-in host");
+        }
+        self.reaped = true;
     }
 
     /// Every live process this host started: descendants of the host and
@@ -379,10 +456,28 @@ impl Drop for TestHost {
                 .iter()
                 .all(|(&pid, &start)| start_ticks(pid) != Some(start) || !is_alive(pid))
         });
+        if let Some((init, start)) = self.ns_init {
+            // The namespace's init: with it, the kernel kills whatever is
+            // left in the namespace.
+            kill_if_same(init, start);
+            let _ = self.child.wait();
+        }
         if !gone && !std::thread::panicking() {
             panic!("TestHost drop: server processes survived SIGKILL: {killed:?}");
         }
     }
+}
+
+/// The PID of `pid` in its innermost PID namespace (the last `NSpid`).
+pub fn ns_pid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("NSpid:"))?
+        .split_whitespace()
+        .last()?
+        .parse()
+        .ok()
 }
 
 /// `root` followed by all its descendants (breadth-first), by walking the

@@ -14,12 +14,17 @@ use std::{
 use mcp_reaper::metrics::{Metrics, Registry};
 use serde_yaml::Value;
 
-const CAPS: [&str; 5] = [
+/// What the daemon needs, and nothing more: the last two let it ask the
+/// sock_diag of a container's network namespace (README, "Hosts in
+/// containers").
+const CAPS: [&str; 7] = [
     "CAP_BPF",
     "CAP_PERFMON",
     "CAP_KILL",
     "CAP_SYS_PTRACE",
     "CAP_DAC_READ_SEARCH",
+    "CAP_SYS_ADMIN",
+    "CAP_NET_ADMIN",
 ];
 
 fn deploy(rel: &str) -> PathBuf {
@@ -55,12 +60,15 @@ fn systemd_unit_has_exactly_the_needed_capabilities() {
     let want: BTreeSet<String> = CAPS.iter().map(|c| (*c).to_string()).collect();
     assert_eq!(ambient, want, "AmbientCapabilities");
     assert_eq!(bounding, want, "CapabilityBoundingSet");
-    let exec = unit_words(&unit, "ExecStart");
-    let exec_want: BTreeSet<String> = ["/usr/local/bin/mcp-reaper", "run"]
-        .iter()
-        .map(|s| (*s).to_string())
+    // The rest of the command line (configuration, audit log) is checked
+    // and run in mcp-reaper/tests/service_files.rs.
+    let exec: Vec<String> = unit
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("ExecStart="))
+        .flat_map(|v| v.split_whitespace().map(str::to_string))
+        .take(2)
         .collect();
-    assert_eq!(exec, exec_want);
+    assert_eq!(exec, ["/usr/local/bin/mcp-reaper", "run"]);
     for setting in [
         "NoNewPrivileges=yes",
         "ProtectSystem=strict",
@@ -191,7 +199,8 @@ fn alert_rules_carry_severity_and_runbooks() {
                 a["summary"].is_string() && a["description"].is_string(),
                 "{name}"
             );
-            let runbook = a["runbook"].as_str().unwrap();
+            assert!(a.get("runbook").is_none(), "{name}: the key is runbook_url");
+            let runbook = a["runbook_url"].as_str().unwrap();
             let anchor = runbook.split_once("README.md#").unwrap().1;
             assert_eq!(anchor, name.to_lowercase(), "{name}: runbook anchor");
             assert!(
@@ -207,6 +216,7 @@ fn alert_rules_carry_severity_and_runbooks() {
         "MCPReaperDegraded",
         "MCPReaperDown",
         "MCPReaperRespawnLoop",
+        "MCPReaperAuditRecordsLost",
     ] {
         assert!(names.contains(want), "{want} missing");
     }
@@ -216,9 +226,11 @@ fn alert_rules_carry_severity_and_runbooks() {
 fn registered() -> BTreeSet<String> {
     let registry = Registry::new();
     let m = Metrics::new(&registry, "test").unwrap();
-    // The one family without pre-exported series (its labels are
-    // host/server pairs, known only when they respawn).
+    // The families without pre-exported series: respawns (its labels are
+    // host/server pairs, known only when they respawn) and the tier info
+    // (no series before a source runs).
     m.respawn("host", "server");
+    m.set_tier("ebpf");
     registry
         .gather()
         .iter()

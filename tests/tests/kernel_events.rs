@@ -404,3 +404,85 @@ impl Drop for Cleanup {
         }
     }
 }
+
+/// The exec of a watched process (a host's child) carries its new command
+/// line and uid, read by the kernel program from the new image; the exec
+/// of an unwatched one carries none.
+#[test]
+fn a_watched_exec_carries_its_command_line_and_an_unwatched_one_does_not() {
+    use mcp_reaper::{
+        event::{ExecImage, ProcessEvent, SourceMsg},
+        source::{CHANNEL_CAPACITY, SourceCounters, ebpf::EbpfSource},
+    };
+
+    if !privileged("a_watched_exec_carries_its_command_line_and_an_unwatched_one_does_not") {
+        return;
+    }
+    runtime().block_on(async {
+        let mut src = EbpfSource::load(&EbpfOptions::default()).expect("the eBPF source loads");
+        let (tx, mut rx) = tokio::sync::mpsc::channel(CHANNEL_CAPACITY);
+        let _reader = src
+            .spawn_reader(tx, std::sync::Arc::new(SourceCounters::default()))
+            .unwrap();
+        let me = ProcKey::new(std::process::id(), start_ticks(std::process::id()).unwrap());
+        src.watch_host(me).unwrap();
+        // A long argument: the record keeps the start of the command line.
+        let long = "x".repeat(600);
+        let script = "exec sleep 7434";
+        let mut child = Command::new("sh")
+            .args(["-c", script, "argv-marker", &long])
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let _cleanup = Cleanup(vec![ProcKey::new(pid, start_ticks(pid).unwrap())]);
+        let mut images = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while images.len() < 2 {
+            let msg = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no exec records for {pid}: {images:?}"))
+                .expect("the reader runs");
+            if let SourceMsg::Event(ProcessEvent::Exec { key, image, .. }) = msg
+                && key.tgid == pid
+            {
+                images.push(image);
+            }
+        }
+        let sh = images[0].clone().expect("sh's exec carries its image");
+        assert_eq!(sh.uid, 0);
+        assert_eq!(&sh.cmdline[..4], ["sh", "-c", script, "argv-marker"]);
+        assert!(sh.truncated, "{} bytes kept", sh.cmdline.concat().len());
+        assert!(sh.cmdline[4].starts_with("xxx") && sh.cmdline[4].len() < long.len());
+        assert_eq!(
+            images[1],
+            Some(ExecImage {
+                uid: 0,
+                cmdline: vec!["sleep".into(), "7434".into()],
+                truncated: false,
+            }),
+            "the same process's next exec"
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+
+        // No longer a host: the next child is nobody's, and its exec
+        // carries no image.
+        src.unwatch(me);
+        let mut other = Command::new("sleep").arg("7435").spawn().unwrap();
+        let other_pid = other.id();
+        let image = loop {
+            let msg = tokio::time::timeout_at(deadline, rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no exec record for {other_pid}"))
+                .expect("the reader runs");
+            if let SourceMsg::Event(ProcessEvent::Exec { key, image, .. }) = msg
+                && key.tgid == other_pid
+            {
+                break image;
+            }
+        };
+        other.kill().unwrap();
+        other.wait().unwrap();
+        assert_eq!(image, None);
+    });
+}

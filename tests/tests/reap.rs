@@ -468,12 +468,27 @@ fn enforced_idle_and_superseded_are_reaped_and_the_session_in_use_is_not() {
     let daemon = Daemon::start(SourceChoice::Ebpf, cfg);
     let mut pool = TestHost::start();
     let mut lonely_host = TestHost::start();
+    // Every session is kept in use until all three are tracked: on a busy
+    // machine one spawn can take longer than `idle_after`, and a session
+    // silent that long before the test silences it would go too early.
     let old = pool.spawn("old", Transport::Socket, &[]);
     let lonely = lonely_host.spawn("lonely", Transport::Socket, &[]);
+    assert!(pool.ping("old"));
     let new = pool.spawn("new", Transport::Socket, &[]);
-    for s in [&old, &lonely, &new] {
-        daemon.wait_tracked_live(s.pid);
-    }
+    let tracked_live = wait_until(Duration::from_secs(15), || {
+        assert!(pool.ping("old") && pool.ping("new") && lonely_host.ping("lonely"));
+        [&old, &lonely, &new].iter().all(|s| {
+            daemon.read(|d| {
+                d.trees
+                    .iter()
+                    .any(|t| t.root.tgid == s.pid && t.state == mcp_reaper::trees::TreeState::Live)
+            })
+        })
+    });
+    assert!(
+        tracked_live,
+        "precondition: the three sessions are tracked live"
+    );
     let (old_pids, lonely_pids, new_pids) = (
         server_tree_pids(old.pid),
         server_tree_pids(lonely.pid),

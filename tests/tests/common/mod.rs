@@ -35,15 +35,27 @@ impl Daemon {
 
     /// As `start`, with these eBPF options (say, without the close tier).
     pub fn start_with(source: SourceChoice, config: Config, ebpf: EbpfOptions) -> Self {
-        Self::start_inner(source, config, ebpf, false)
+        Self::start_inner(source, config, ebpf, false, Duration::ZERO)
     }
 
     /// As `start_with`, with the daemon's metrics (`metrics_text`).
     pub fn start_with_metrics(source: SourceChoice, config: Config, ebpf: EbpfOptions) -> Self {
-        Self::start_inner(source, config, ebpf, true)
+        Self::start_inner(source, config, ebpf, true, Duration::ZERO)
     }
 
-    fn start_inner(source: SourceChoice, config: Config, ebpf: EbpfOptions, metrics: bool) -> Self {
+    /// As `start`, with every exec classified only `delay` after it came
+    /// (fault injection: a daemon starved of CPU).
+    pub fn start_slow_to_classify(source: SourceChoice, config: Config, delay: Duration) -> Self {
+        Self::start_inner(source, config, EbpfOptions::default(), false, delay)
+    }
+
+    fn start_inner(
+        source: SourceChoice,
+        config: Config,
+        ebpf: EbpfOptions,
+        metrics: bool,
+        classify_delay: Duration,
+    ) -> Self {
         let registry = metrics.then(mcp_reaper::metrics::Registry::new);
         let mut reporter = mcp_reaper::report::Reporter::default();
         if let Some(r) = &registry {
@@ -71,6 +83,7 @@ impl Daemon {
                     config: Arc::new(config),
                     ebpf,
                     reporter,
+                    classify_delay,
                     ..AgentOptions::default()
                 })
                 .expect("agent starts");
