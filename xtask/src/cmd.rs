@@ -1,35 +1,15 @@
 //! Running external commands: every cargo invocation goes through
 //! [`cargo`] so that it sees the tools `setup` installs on PATH.
+//!
+//! Owns: how a command is echoed, run and reported when it fails.
+//! Must never: decide what to install or run; its callers do.
 use std::ffi::{OsStr, OsString};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
 use anyhow::{Context as _, Result, bail};
 
-use crate::setup::tool_path_env;
-
-/// The workspace root (the parent of this crate's directory).
-pub fn repo_root() -> PathBuf {
-    let manifest_dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    manifest_dir
-        .parent()
-        .map_or_else(|| manifest_dir.clone(), PathBuf::from)
-}
-
-/// Where cargo puts build output: `$CARGO_TARGET_DIR` or `<repo>/target`.
-pub fn target_dir() -> PathBuf {
-    match std::env::var_os("CARGO_TARGET_DIR") {
-        Some(dir) if !dir.is_empty() => {
-            let dir = PathBuf::from(dir);
-            if dir.is_absolute() {
-                dir
-            } else {
-                repo_root().join(dir)
-            }
-        }
-        _ => repo_root().join("target"),
-    }
-}
+use crate::paths::{repo_root, tool_path_env};
 
 pub fn is_root() -> bool {
     rustix::process::geteuid().is_root()
@@ -120,6 +100,22 @@ impl Cmd {
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
+
+    /// Echoed like [`Cmd::run`] and with stderr shown as it comes (cargo's
+    /// progress), returning stdout when it exits with status 0.
+    pub fn stdout_showing_stderr(mut self) -> Result<String> {
+        eprintln!("$ {}", self.line);
+        let out = self
+            .inner
+            .stdin(Stdio::null())
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("could not start `{}`", self.line))?;
+        if !out.status.success() {
+            bail!("`{}` failed ({})", self.line, out.status);
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
 }
 
 /// The cargo that runs xtask (`$CARGO`), so nested builds use its toolchain.
@@ -131,16 +127,6 @@ pub fn cargo_bin() -> OsString {
 pub fn cargo<S: AsRef<OsStr>>(args: &[S]) -> Cmd {
     let mut cmd = Cmd::new(cargo_bin());
     cmd.line = "cargo".to_owned();
-    cmd.args(args)
-        .current_dir(repo_root())
-        .env("PATH", tool_path_env())
-}
-
-/// `cargo <args>` from the nightly toolchain (for the eBPF crate), in the
-/// repository root with the tools on PATH.
-pub fn nightly_cargo<S: AsRef<OsStr>>(args: &[S]) -> Cmd {
-    let mut cmd = Cmd::new("rustup").args(["run", "nightly", "cargo"]);
-    cmd.line = "cargo +nightly".to_owned();
     cmd.args(args)
         .current_dir(repo_root())
         .env("PATH", tool_path_env())

@@ -1,16 +1,22 @@
 //! `cargo xtask`: the single entry point for developers and CI.
 //!
-//! Owns: toolchain bootstrap (nightly rust-src, bpf-linker built against the
-//! nightly toolchain's own LLVM), test prerequisites (Debian and npm
-//! packages), builds, the privileged test run and the benchmarks.
+//! Owns: toolchain bootstrap (the pinned nightly, its rust-src, bpf-linker
+//! built against that nightly's own LLVM), test prerequisites (Debian and
+//! npm packages), builds, the release artifacts (`dist`), the privileged
+//! test run, the benchmarks and the import-cycle check (`layout`).
 //!
 //! Must never: touch anything outside the repository and the tools directory
 //! (`~/.cache/mcp-reaper`, or `$MCP_REAPER_TOOLS_DIR`) except through the
 //! system package manager in `setup --tests`.
 mod bench;
 mod cmd;
+mod dist;
+mod layout;
+mod paths;
+mod plain_build;
 mod setup;
 mod test;
+mod toolchain;
 
 use std::os::unix::process::CommandExt as _;
 use std::process::ExitCode;
@@ -36,6 +42,9 @@ enum Command {
         /// Also install the test prerequisites (promtool, npm packages).
         #[arg(long)]
         tests: bool,
+        /// Also install what `dist` needs (the musl target, cargo-deb).
+        #[arg(long)]
+        dist: bool,
     },
     /// Set up the toolchain and build the workspace's default members.
     Build {
@@ -48,8 +57,15 @@ enum Command {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Set up everything, then fmt check, clippy and the whole test suite.
+    /// Set up everything, then fmt check, import cycles, clippy and the
+    /// whole test suite.
     Test,
+    /// Build the release artifacts in target/dist: a static musl binary, a
+    /// tarball, a Debian package and their SHA-256 sums.
+    Dist,
+    /// Report import cycles between the files of mcp-reaper/src and xtask/src.
+    #[command(long_about = layout::LONG_ABOUT)]
+    Layout(layout::Args),
     /// Run benchmarks and record the results in BENCHMARKS.md.
     Bench(bench::BenchArgs),
     /// Internal to `bench latency`: storms when told on stdin.
@@ -60,10 +76,12 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Setup { tests } => setup::run(setup::Scope::from_tests_flag(tests)),
+        Command::Setup { tests, dist } => setup::run(setup::Scope { tests, dist }),
         Command::Build { release } => build(release),
         Command::Run { args } => run(&args),
         Command::Test => test::run(),
+        Command::Dist => dist::run(),
+        Command::Layout(args) => Ok(layout::run(&args)),
         Command::Bench(args) => bench::run(&args),
         Command::StormWorker => bench::storm_worker(),
     };
@@ -77,7 +95,7 @@ fn main() -> ExitCode {
 }
 
 fn build(release: bool) -> Result<ExitCode> {
-    setup::run_or_fail(setup::Scope::Toolchain)?;
+    setup::run_or_fail(setup::Scope::TOOLCHAIN)?;
     let mut args = vec!["build"];
     if release {
         args.push("--release");
@@ -93,14 +111,14 @@ fn run(args: &[String]) -> Result<ExitCode> {
         );
         return Ok(ExitCode::from(2));
     }
-    setup::run_or_fail(setup::Scope::Toolchain)?;
+    setup::run_or_fail(setup::Scope::TOOLCHAIN)?;
     cmd::cargo(&["build", "--release", "--package", "mcp-reaper"]).run()?;
-    let bin = cmd::target_dir().join("release").join("mcp-reaper");
+    let bin = paths::target_dir().join("release").join("mcp-reaper");
     eprintln!("exec: {} run {}", bin.display(), args.join(" "));
     let err = std::process::Command::new(&bin)
         .arg("run")
         .args(args)
-        .env("PATH", setup::tool_path_env())
+        .env("PATH", paths::tool_path_env())
         .exec();
     Err(err).with_context(|| format!("exec {}", bin.display()))
 }

@@ -1,36 +1,61 @@
-//! `cargo xtask setup`: installs what building and testing need, idempotently.
+//! `cargo xtask setup`: installs what building, testing and packaging
+//! need, idempotently.
 //!
 //! Each step checks first and prints one line: `ok` (already there),
-//! `installed`, or `FAILED: <what to do>`. Tools live under the tools
-//! directory, `~/.cache/mcp-reaper` unless `$MCP_REAPER_TOOLS_DIR` says
-//! otherwise; see `design/TOOLCHAIN.md` for why bpf-linker is built against
-//! the nightly toolchain's own libLLVM.
-use std::ffi::{OsStr, OsString};
+//! `installed`, or `FAILED: <what to do>`; a step that builds from source
+//! says so first, with roughly how long it takes. Tools are installed with
+//! `cargo install --locked`; the nightly is the pinned one (`toolchain`).
+//! Tools live under the tools directory, `~/.cache/mcp-reaper` unless
+//! `$MCP_REAPER_TOOLS_DIR` says otherwise; see `design/TOOLCHAIN.md` for why
+//! bpf-linker is built against the nightly toolchain's own libLLVM.
+//!
+//! Owns: checking and installing the toolchain, test and packaging
+//! prerequisites.
+//! Must never: install outside the tools directory, rustup's toolchains and
+//! targets and `tests/npm`, except Debian packages through apt-get when run
+//! as root.
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::SystemTime;
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
-use crate::cmd::{Cmd, cargo, is_root, repo_root};
+use crate::cmd::{Cmd, cargo, is_root};
+use crate::paths::{
+    BPF_LINKER_VERSION, CARGO_DEB_VERSION, bpf_linker_root, cargo_deb_root, npm_dir, repo_root,
+    tools_dir,
+};
+use crate::toolchain::{self, NIGHTLY, NIGHTLY_RUSTC};
 
-const BPF_LINKER_VERSION: &str = "0.13.0";
-const NIGHTLY: &str = "nightly";
+/// The target of the static release binary `dist` packages.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Debian packages the tests need, with what they provide.
 const DEBIAN_PACKAGES: &[(&str, &str)] = &[("prometheus", "promtool")];
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// What `cargo build` needs: nightly rust-src and bpf-linker.
-    Toolchain,
-    /// The toolchain plus test prerequisites.
-    Tests,
+/// What to install besides the toolchain `cargo build` needs (pinned
+/// nightly, its rust-src, bpf-linker).
+#[derive(Clone, Copy, Default)]
+pub struct Scope {
+    /// Test prerequisites: promtool and the npm packages.
+    pub tests: bool,
+    /// Release packaging: the musl target and cargo-deb.
+    pub dist: bool,
 }
 
 impl Scope {
-    pub fn from_tests_flag(tests: bool) -> Self {
-        if tests { Self::Tests } else { Self::Toolchain }
-    }
+    pub const TOOLCHAIN: Self = Self {
+        tests: false,
+        dist: false,
+    };
+    pub const TESTS: Self = Self {
+        tests: true,
+        dist: false,
+    };
+    pub const DIST: Self = Self {
+        tests: false,
+        dist: true,
+    };
 }
 
 enum Outcome {
@@ -73,13 +98,13 @@ fn run_steps(scope: Scope) -> Vec<String> {
             failed.push(name.to_owned());
         }
     };
-    step("nightly toolchain", &mut ensure_nightly);
-    step("rust-src for nightly", &mut ensure_rust_src);
+    step(&format!("{NIGHTLY} toolchain"), &mut ensure_nightly);
+    step(&format!("rust-src for {NIGHTLY}"), &mut ensure_rust_src);
     step(
         &format!("bpf-linker {BPF_LINKER_VERSION}"),
         &mut ensure_bpf_linker,
     );
-    if scope == Scope::Tests {
+    if scope.tests {
         let mut apt_updated = false;
         for &(package, provides) in DEBIAN_PACKAGES {
             step(
@@ -89,69 +114,78 @@ fn run_steps(scope: Scope) -> Vec<String> {
         }
         step("npm packages (tests/npm)", &mut ensure_npm_packages);
     }
+    if scope.dist {
+        step(
+            &format!("Rust target {MUSL_TARGET}"),
+            &mut ensure_musl_target,
+        );
+        step(
+            &format!("cargo-deb {CARGO_DEB_VERSION}"),
+            &mut ensure_cargo_deb,
+        );
+    }
     failed
 }
 
-/// `~/.cache/mcp-reaper`, or `$MCP_REAPER_TOOLS_DIR` when set.
-pub fn tools_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("MCP_REAPER_TOOLS_DIR").filter(|d| !d.is_empty()) {
-        return PathBuf::from(dir);
-    }
-    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("/root"), PathBuf::from);
-    home.join(".cache").join("mcp-reaper")
+/// Says before a step that takes minutes that it will, and roughly how long.
+fn announce(what: &str, how_long: &str) {
+    println!("setup: {what}: this takes {how_long}");
 }
 
-fn bpf_linker_root() -> PathBuf {
-    tools_dir().join(format!("bpf-linker-{BPF_LINKER_VERSION}"))
-}
-
-/// PATH with the bpf-linker bin directory first. Every cargo invocation
-/// uses it: the userspace build script builds the eBPF object, and the
-/// nested nightly build looks bpf-linker up on PATH.
-pub fn tool_path_env() -> OsString {
-    let bin = bpf_linker_root().join("bin");
-    let current = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs = vec![bin.clone()];
-    dirs.extend(std::env::split_paths(&current).filter(|d| *d != bin));
-    std::env::join_paths(dirs).unwrap_or_else(|_| {
-        let mut path = bin.into_os_string();
-        path.push(":");
-        path.push(current);
-        path
+/// The installed toolchain that is the pinned nightly.
+fn pinned_nightly() -> Result<&'static str> {
+    toolchain::installed().ok_or_else(|| {
+        anyhow!(
+            "{NIGHTLY} ({NIGHTLY_RUSTC}) is not installed (`nightly` here: {}): run `cargo xtask setup`",
+            toolchain::channel_version()
+        )
     })
 }
 
 fn nightly_sysroot() -> Result<PathBuf> {
-    Cmd::new("rustc")
-        .args(["+nightly", "--print", "sysroot"])
+    let toolchain = pinned_nightly()?;
+    Cmd::new("rustup")
+        .args(["run", toolchain, "rustc", "--print", "sysroot"])
         .stdout()
         .map(PathBuf::from)
-        .context("the nightly toolchain is missing: run `rustup toolchain install nightly`")
 }
 
 fn ensure_nightly() -> Result<Outcome> {
-    if Cmd::new("rustc").args(["+nightly", "--version"]).succeeds() {
+    if toolchain::installed().is_some() {
         return Ok(Outcome::Ok);
     }
+    announce(
+        &format!("downloading {NIGHTLY} ({NIGHTLY_RUSTC})"),
+        "a minute or two",
+    );
     Cmd::new("rustup")
         .args(["toolchain", "install", NIGHTLY, "--profile", "minimal"])
         .run()
-        .context("install it with `rustup toolchain install nightly --profile minimal`")?;
+        .with_context(|| {
+            format!(
+                "the kernel programs are known to build with {NIGHTLY} ({NIGHTLY_RUSTC}); \
+                 `nightly` here is {}: install the pinned one with \
+                 `rustup toolchain install {NIGHTLY} --profile minimal`",
+                toolchain::channel_version()
+            )
+        })?;
     Ok(Outcome::Installed)
 }
 
 fn ensure_rust_src() -> Result<Outcome> {
+    let toolchain = pinned_nightly()?;
     let core = nightly_sysroot()?.join("lib/rustlib/src/rust/library/core");
     if core.is_dir() {
         return Ok(Outcome::Ok);
     }
+    let by_hand = format!("rustup component add rust-src --toolchain {toolchain}");
     Cmd::new("rustup")
-        .args(["component", "add", "rust-src", "--toolchain", NIGHTLY])
+        .args(["component", "add", "rust-src", "--toolchain", toolchain])
         .run()
-        .context("install it with `rustup component add rust-src --toolchain nightly`")?;
+        .with_context(|| format!("install it with `{by_hand}`"))?;
     if !core.is_dir() {
         bail!(
-            "rust-src was added but {} is still missing: reinstall it with `rustup component remove rust-src --toolchain nightly && rustup component add rust-src --toolchain nightly`",
+            "rust-src was added but {} is still missing: reinstall it with `rustup component remove rust-src --toolchain {toolchain} && {by_hand}`",
             core.display()
         );
     }
@@ -185,15 +219,16 @@ fn ensure_bpf_linker() -> Result<Outcome> {
         replace_symlink(&libllvm, &lib.join(link))?;
     }
     let by_hand = format!(
-        "build it by hand: LLVM_PREFIX={} cargo install bpf-linker@{BPF_LINKER_VERSION} \
+        "build it by hand: LLVM_PREFIX={} cargo install --locked bpf-linker@{BPF_LINKER_VERSION} \
          --no-default-features --features llvm-{major} --root {}",
         prefix.display(),
         root.display()
     );
     let features = format!("llvm-{major}");
     let package = format!("bpf-linker@{BPF_LINKER_VERSION}");
-    let args: [&OsStr; 7] = [
+    let args: [&OsStr; 8] = [
         "install".as_ref(),
+        "--locked".as_ref(),
         package.as_ref(),
         "--no-default-features".as_ref(),
         "--features".as_ref(),
@@ -201,6 +236,10 @@ fn ensure_bpf_linker() -> Result<Outcome> {
         "--root".as_ref(),
         root.as_os_str(),
     ];
+    announce(
+        &format!("building bpf-linker {BPF_LINKER_VERSION} from source against LLVM {major}"),
+        "about a minute on an idle machine and up to five on two busy cores",
+    );
     cargo(&args)
         .env("LLVM_PREFIX", &prefix)
         // Build in a temporary directory that cargo install removes.
@@ -260,6 +299,54 @@ fn replace_symlink(target: &Path, link: &Path) -> Result<()> {
         .with_context(|| format!("symlink {} -> {}", link.display(), target.display()))
 }
 
+/// The musl standard library for the workspace's own toolchain
+/// (`rust-toolchain.toml`), hence run in the repository root.
+fn ensure_musl_target() -> Result<Outcome> {
+    let installed = Cmd::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(repo_root())
+        .stdout()?;
+    if installed.lines().any(|l| l.trim() == MUSL_TARGET) {
+        return Ok(Outcome::Ok);
+    }
+    Cmd::new("rustup")
+        .args(["target", "add", MUSL_TARGET])
+        .current_dir(repo_root())
+        .run()
+        .with_context(|| format!("install it with `rustup target add {MUSL_TARGET}`"))?;
+    Ok(Outcome::Installed)
+}
+
+fn ensure_cargo_deb() -> Result<Outcome> {
+    let root = cargo_deb_root();
+    let bin = root.join("bin").join("cargo-deb");
+    if Cmd::new(&bin).args(["--version"]).succeeds() {
+        return Ok(Outcome::Ok);
+    }
+    let package = format!("cargo-deb@{CARGO_DEB_VERSION}");
+    announce(
+        &format!("building {package} from source"),
+        "three to six minutes on two cores",
+    );
+    let args: [&OsStr; 5] = [
+        "install".as_ref(),
+        "--locked".as_ref(),
+        package.as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+    ];
+    cargo(&args)
+        .env_remove("CARGO_TARGET_DIR")
+        .run()
+        .with_context(|| {
+            format!(
+                "build it by hand: cargo install --locked {package} --root {}",
+                root.display()
+            )
+        })?;
+    Ok(Outcome::Installed)
+}
+
 fn debian_package_installed(package: &str) -> bool {
     Cmd::new("dpkg")
         .args(["-s", package])
@@ -294,10 +381,6 @@ fn ensure_debian_package(package: &str, apt_updated: &mut bool) -> Result<Outcom
         .run()
         .context(by_hand)?;
     Ok(Outcome::Installed)
-}
-
-pub fn npm_dir() -> PathBuf {
-    repo_root().join("tests").join("npm")
 }
 
 fn modified(path: &Path) -> Option<SystemTime> {
@@ -356,13 +439,6 @@ mod tests {
         assert!(matches!(llvm_major("libLLVM.so.19.1"), Ok(19)));
         assert!(llvm_major("libLLVM-22-rust-1.97.0-nightly.so").is_err());
         assert!(llvm_major("libLLVM.so.x").is_err());
-    }
-
-    #[test]
-    fn tool_path_puts_bpf_linker_first() {
-        let path = tool_path_env();
-        let first = std::env::split_paths(&path).next();
-        assert_eq!(first, Some(bpf_linker_root().join("bin")));
     }
 
     #[test]

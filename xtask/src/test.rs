@@ -1,15 +1,25 @@
 //! `cargo xtask test`: what CI runs (`.ci/run`). Sets everything up, then
-//! runs the format check, clippy (host crates, then the eBPF crate for its
-//! own target) and the whole test suite, and prints a summary. As root,
-//! privileged tests are required to run: they fail instead of skipping
-//! (`MCP_REAPER_REQUIRE_PRIVILEGED=1`).
+//! runs the format check, the import-cycle check between files (`layout`),
+//! clippy (host crates, then the eBPF crate for its own target), the whole
+//! test suite, the plain-cargo build check (`plain_build`) and, as root, the
+//! Debian package's round trip (`dist::roundtrip`), and prints a summary.
+//! As root, privileged tests are required to run: they fail instead of
+//! skipping (`MCP_REAPER_REQUIRE_PRIVILEGED=1`).
+//!
+//! Owns: the order of the CI steps and their summary. Must never: change
+//! the sources (the format step only checks).
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::cmd::{cargo, is_root, nightly_cargo};
-use crate::setup::{self, Scope, npm_dir};
+use crate::cmd::{cargo, is_root};
+use crate::dist::roundtrip;
+use crate::layout;
+use crate::paths::npm_dir;
+use crate::plain_build;
+use crate::setup::{self, Scope};
+use crate::toolchain::nightly_cargo;
 
 /// The kernel programs build only for `bpfel-unknown-none` (no_std, own
 /// panic handler): host-target clippy and tests leave them out, and they get
@@ -20,6 +30,8 @@ struct StepResult {
     name: &'static str,
     elapsed: Duration,
     error: Option<String>,
+    /// Why the step did not run, when it did not.
+    skipped: Option<String>,
 }
 
 fn timed(name: &'static str, f: impl FnOnce() -> Result<()>) -> StepResult {
@@ -30,16 +42,38 @@ fn timed(name: &'static str, f: impl FnOnce() -> Result<()>) -> StepResult {
         name,
         elapsed: start.elapsed(),
         error,
+        skipped: None,
     }
+}
+
+fn skipped(name: &'static str, reason: String) -> StepResult {
+    eprintln!("\n== {name}: skipped: {reason}");
+    StepResult {
+        name,
+        elapsed: Duration::ZERO,
+        error: None,
+        skipped: Some(reason),
+    }
+}
+
+/// After the test suite: a plain `cargo check` that must find bpf-linker
+/// without PATH's help, then the .deb round trip (root only).
+fn packaging_steps(results: &mut Vec<StepResult>) {
+    results.push(timed("plain cargo build", plain_build::check));
+    results.push(match roundtrip::skip_reason() {
+        Some(reason) => skipped(".deb round trip", reason),
+        None => timed(".deb round trip", roundtrip::run),
+    });
 }
 
 pub fn run() -> Result<ExitCode> {
     let privileged = is_root();
-    let mut results = vec![timed("setup --tests", || setup::run_or_fail(Scope::Tests))];
+    let mut results = vec![timed("setup --tests", || setup::run_or_fail(Scope::TESTS))];
     if results.iter().all(|r| r.error.is_none()) {
         results.push(timed("cargo fmt --check", || {
             cargo(&["fmt", "--all", "--", "--check"]).run()
         }));
+        results.push(timed("layout (import cycles)", layout::check_workspace));
         results.push(timed("cargo clippy", || {
             cargo(&[
                 "clippy",
@@ -82,8 +116,13 @@ pub fn run() -> Result<ExitCode> {
             }
             test.run()
         }));
+        packaging_steps(&mut results);
     }
 
+    Ok(print_summary(&results, privileged))
+}
+
+fn print_summary(results: &[StepResult], privileged: bool) -> ExitCode {
     println!("\n== summary");
     if privileged {
         println!(
@@ -92,23 +131,32 @@ pub fn run() -> Result<ExitCode> {
     } else {
         println!("not root: privileged tests skipped themselves; run as root to include them");
     }
-    for r in &results {
-        let status = r.error.as_deref().map_or("ok", |_| "FAILED");
+    for r in results {
+        let status = match (&r.error, &r.skipped) {
+            (Some(_), _) => "FAILED",
+            (None, Some(_)) => "skipped",
+            (None, None) => "ok",
+        };
         println!(
             "{:<22} {status:<7} {:>7.1}s",
             r.name,
             r.elapsed.as_secs_f64()
         );
     }
+    for r in results {
+        if let Some(reason) = &r.skipped {
+            println!("{}: skipped: {reason}", r.name);
+        }
+    }
     let failed: Vec<&StepResult> = results.iter().filter(|r| r.error.is_some()).collect();
     if failed.is_empty() {
         println!("all steps passed");
-        return Ok(ExitCode::SUCCESS);
+        return ExitCode::SUCCESS;
     }
     for r in &failed {
         if let Some(e) = &r.error {
             println!("{}: {e}", r.name);
         }
     }
-    Ok(ExitCode::FAILURE)
+    ExitCode::FAILURE
 }

@@ -21,9 +21,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 
-use super::daemon::{Daemon, Memory};
-use super::latency::{CONFIG, Fleet, Scratch, percentile};
-use super::{Context, Section};
+use super::context::Context;
+use super::daemon::{Daemon, Memory, RunArgs, mib};
+use super::report::Section;
+use super::shared::{Fleet, Scratch, percentile};
 
 const TITLE: &str = "Memory under process churn";
 /// Rest before the first reading.
@@ -176,22 +177,8 @@ fn churn(daemon: &mut Daemon, args: &Args, total: u64) -> Result<(u64, u64, Vec<
 }
 
 fn measure(bin: &Path, label: &str, args: &Args, dir: &Path) -> Result<Run> {
-    let p = |name: &str| dir.join(name).display().to_string();
-    let daemon_args = [
-        "run".to_owned(),
-        "--source".into(),
-        "ebpf".into(),
-        "--config".into(),
-        p("config.toml"),
-        "--listen".into(),
-        "off".into(),
-        "--audit-log".into(),
-        "off".into(),
-        "--control-socket".into(),
-        p("c.sock"),
-    ];
-    let daemon_args: Vec<&str> = daemon_args.iter().map(String::as_str).collect();
-    let mut daemon = Daemon::start(bin, &daemon_args)
+    let mut daemon = RunArgs::new("ebpf", dir)
+        .start(bin)
         .with_context(|| format!("start the daemon `{}`", bin.display()))?;
     let settle = Duration::from_secs(args.churn_settle_secs);
     std::thread::sleep(REST);
@@ -235,10 +222,8 @@ fn measure(bin: &Path, label: &str, args: &Args, dir: &Path) -> Result<Run> {
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
-    let scratch = Scratch::new("churn")?;
+    let scratch = Scratch::with_config("churn")?;
     let dir = &scratch.0;
-    let config = dir.join("config.toml");
-    std::fs::write(&config, CONFIG).with_context(|| format!("write {}", config.display()))?;
     let mut runs = Vec::new();
     if let Some(before) = &args.churn_compare_bin {
         runs.push(measure(
@@ -250,10 +235,6 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
     }
     runs.push(measure(&ctx.daemon_bin, "this build", args, dir)?);
     Ok(summarize(ctx, args, &runs))
-}
-
-fn kib_mib(kib: u64) -> String {
-    format!("{:.1} MiB ({kib} kB)", kib as f64 / 1024.0)
 }
 
 fn summarize(ctx: &Context, args: &Args, runs: &[Run]) -> Section {
@@ -281,7 +262,7 @@ fn summarize(ctx: &Context, args: &Args, runs: &[Run]) -> Section {
          | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for r in runs {
-        let during = |q| percentile(&r.during_kib, q).map_or_else(|| "n/a".to_owned(), kib_mib);
+        let during = |q| percentile(&r.during_kib, q).map_or_else(|| "n/a".to_owned(), mib);
         let _ = writeln!(
             body,
             "| {} | {} ({}) | {:.0} s ({:.0}/s) | {} | {} | {} / {} | {} | {} | {} / {} kB | {:+} kB |",
@@ -290,12 +271,12 @@ fn summarize(ctx: &Context, args: &Args, runs: &[Run]) -> Section {
             r.trees,
             r.churn.as_secs_f64(),
             r.lifetimes as f64 / r.churn.as_secs_f64().max(f64::EPSILON),
-            kib_mib(r.cold.rss_kib),
-            kib_mib(r.rest.rss_kib),
+            mib(r.cold.rss_kib),
+            mib(r.rest.rss_kib),
             during(50.0),
             during(100.0),
-            kib_mib(r.after.rss_kib),
-            kib_mib(r.after.hwm_kib),
+            mib(r.after.rss_kib),
+            mib(r.after.hwm_kib),
             r.rest.anon_kib,
             r.after.anon_kib,
             r.growth_kib(),

@@ -1,9 +1,14 @@
-//! The daemon as a benchmark subject: started as a child, ready when a line
-//! on its stderr contains the word `ready`, measured through
-//! /proc/<pid>/status, stopped with SIGTERM. Dropping a [`Daemon`] that was
-//! not stopped kills it, so a failed benchmark leaves nothing running.
+//! The daemon as a benchmark subject: started as a child (with the command
+//! line [`RunArgs`] builds), ready when a line on its stderr contains the
+//! word `ready`, measured through /proc/<pid>/status and `/metrics`, stopped
+//! with SIGTERM. Dropping a [`Daemon`] that was not stopped kills it, so a
+//! failed benchmark leaves nothing running.
+//!
+//! Owns: the daemon's process and what is read from it. Must never: import
+//! a benchmark module, or signal any process but its own child.
 use std::collections::VecDeque;
-use std::io::{BufRead as _, BufReader};
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
@@ -16,6 +21,8 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many of the daemon's last stderr lines an error shows.
 const KEEP_LINES: usize = 200;
+/// Connect, read and write timeout of a `/metrics` request.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Daemon {
     child: Option<Child>,
@@ -33,6 +40,67 @@ pub struct Memory {
     /// Its anonymous part (RssAnon: heap and stacks, not mapped files such
     /// as the binary's own code).
     pub anon_kib: u64,
+}
+
+/// A memory reading as `12.3 MiB (12595 kB)`.
+pub fn mib(kib: u64) -> String {
+    format!("{:.1} MiB ({kib} kB)", kib as f64 / 1024.0)
+}
+
+/// `mcp-reaper run` as the benchmarks start it, with its config and its
+/// control socket (`c.sock`) in a scratch directory: `run --source SOURCE
+/// [EXTRA] --config DIR/CONFIG --listen LISTEN --audit-log AUDIT
+/// --control-socket DIR/c.sock`.
+pub struct RunArgs<'a> {
+    /// A `--source` value.
+    pub source: &'a str,
+    /// Options right after `--source` (such as `--close-tier on`).
+    pub extra: &'a [&'a str],
+    pub dir: &'a Path,
+    /// The config's file name in `dir`.
+    pub config: &'a str,
+    /// An address, or `off`.
+    pub listen: &'a str,
+    /// A path, or `off`.
+    pub audit: &'a str,
+}
+
+impl<'a> RunArgs<'a> {
+    /// `config.toml` in `dir`, no listener, no audit log.
+    pub fn new(source: &'a str, dir: &'a Path) -> Self {
+        Self {
+            source,
+            extra: &[],
+            dir,
+            config: "config.toml",
+            listen: "off",
+            audit: "off",
+        }
+    }
+
+    pub fn to_vec(&self) -> Vec<String> {
+        let p = |name: &str| self.dir.join(name).display().to_string();
+        let mut args = vec!["run".to_owned(), "--source".into(), self.source.into()];
+        args.extend(self.extra.iter().map(|a| (*a).to_owned()));
+        args.extend([
+            "--config".into(),
+            p(self.config),
+            "--listen".into(),
+            self.listen.into(),
+            "--audit-log".into(),
+            self.audit.into(),
+            "--control-socket".into(),
+            p("c.sock"),
+        ]);
+        args
+    }
+
+    /// Starts `bin` with these arguments; see [`Daemon::start`].
+    pub fn start(&self, bin: &Path) -> Result<Daemon> {
+        let args = self.to_vec();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Daemon::start(bin, &args)
+    }
 }
 
 fn has_word(line: &str, word: &str) -> bool {
@@ -189,6 +257,69 @@ fn parse_memory(status: &str) -> Option<Memory> {
     })
 }
 
+/// A free loopback port for `--listen`: bound, read, released.
+pub fn free_addr() -> Result<SocketAddr> {
+    let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    l.local_addr().context("local address")
+}
+
+/// One `GET /metrics` over a fresh connection: the body, or an error for
+/// anything but a 200.
+pub fn get_metrics(addr: SocketAddr) -> Result<Vec<u8>> {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+        .with_context(|| format!("connect to {addr}"))?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_write_timeout(Some(IO_TIMEOUT))?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .context("send GET /metrics")?;
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).context("read the response")?;
+    let Some(split) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
+        bail!("no end of headers in a {}-byte response", resp.len());
+    };
+    let status = String::from_utf8_lossy(&resp[..split]);
+    let first = status.lines().next().unwrap_or_default();
+    if first.split_whitespace().nth(1) != Some("200") {
+        bail!("GET /metrics answered `{first}`");
+    }
+    Ok(resp.split_off(split + 4))
+}
+
+/// `sum(NAME{state="STATE"})` over the series of a text exposition.
+pub fn sum_by_state(text: &str, name: &str, state: &str) -> f64 {
+    let label = format!("state=\"{state}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
+            let (labels, value) = rest.split_once('}')?;
+            labels
+                .split(',')
+                .any(|kv| kv.trim() == label)
+                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// Polls `/metrics` until at least `want` trees are live; the time it took.
+pub fn wait_live_trees(addr: SocketAddr, want: u32, timeout: Duration) -> Result<Duration> {
+    let start = Instant::now();
+    let mut seen = 0.0;
+    while start.elapsed() < timeout {
+        if let Ok(body) = get_metrics(addr) {
+            seen = sum_by_state(&String::from_utf8_lossy(&body), "mcp_reaper_trees", "live");
+            if seen >= f64::from(want) {
+                return Ok(start.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    bail!(
+        "the daemon reported {seen} live trees of {want} after {} s",
+        timeout.as_secs()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,6 +332,18 @@ mod tests {
         ));
         assert!(has_word("{\"msg\":\"Ready\",\"source\":\"ebpf\"}", "ready"));
         assert!(!has_word("already running", "ready"));
+    }
+
+    #[test]
+    fn sums_live_trees() {
+        let text = "# HELP mcp_reaper_trees Trees.\n# TYPE mcp_reaper_trees gauge\n\
+                    mcp_reaper_trees{host=\"none\",server=\"none\",state=\"live\"} 0\n\
+                    mcp_reaper_trees{host=\"none\",server=\"fake\",state=\"live\"} 998\n\
+                    mcp_reaper_trees{host=\"h\",server=\"fake\",state=\"live\"} 2\n\
+                    mcp_reaper_trees{host=\"none\",server=\"fake\",state=\"orphaned\"} 7\n\
+                    mcp_reaper_trees_reaped_total{state=\"live\"} 5\n";
+        assert!((sum_by_state(text, "mcp_reaper_trees", "live") - 1000.0).abs() < f64::EPSILON);
+        assert!((sum_by_state(text, "mcp_reaper_trees", "orphaned") - 7.0).abs() < f64::EPSILON);
     }
 
     #[test]

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::{Context, Section};
+use super::context::Context;
+use super::report::Section;
+use super::shared::{count_processes, median};
 
 const TITLE: &str = "Scan vs ps pipeline";
 const SCAN_ARGS: &[&str] = &["scan", "--json"];
@@ -177,19 +179,6 @@ fn find_in_path(program: &str) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn count_processes() -> Result<usize> {
-    Ok(std::fs::read_dir("/proc")
-        .context("read /proc")?
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_string_lossy()
-                .bytes()
-                .all(|b| b.is_ascii_digit())
-        })
-        .count())
-}
-
 /// The number after `"processes_scanned":` in the scan's JSON.
 fn json_number(json: &str, key: &str) -> Option<u64> {
     let rest = json.split_once(&format!("\"{key}\":"))?.1.trim_start();
@@ -272,14 +261,9 @@ fn ms(d: Duration) -> f64 {
 fn stats(values: &[Duration]) -> Option<Stats> {
     let mut sorted = values.to_vec();
     sorted.sort();
-    let n = sorted.len();
-    let median = match n {
-        0 => return None,
-        _ if n % 2 == 1 => *sorted.get(n / 2)?,
-        _ => (*sorted.get(n / 2 - 1)? + *sorted.get(n / 2)?) / 2,
-    };
+    let median = median(sorted.clone())?;
     // Nearest rank: the smallest value with at least 90% at or below it.
-    let rank = (n * 9).div_ceil(10).max(1);
+    let rank = (sorted.len() * 9).div_ceil(10).max(1);
     let p90 = *sorted.get(rank - 1)?;
     Some(Stats { median, p90 })
 }
@@ -317,6 +301,17 @@ fn summarize(
             .map_or_else(|| "an unknown number of".to_owned(), |n| n.to_string()),
         check.scan_json_bytes,
     );
+    write_runs(&mut body, scan, pipeline);
+    let missed = write_target(&mut body, scan, pipeline);
+    Section {
+        title: TITLE.to_owned(),
+        body,
+        missed_targets: missed,
+    }
+}
+
+/// Each command's median, p90 and every run.
+fn write_runs(body: &mut String, scan: &[Duration], pipeline: &[Duration]) {
     body.push_str("| command | runs | median | p90 | each run (ms) |\n");
     body.push_str("| --- | --- | --- | --- | --- |\n");
     for (subject, walls) in [(Subject::Scan, scan), (Subject::Pipeline, pipeline)] {
@@ -338,7 +333,10 @@ fn summarize(
             each.join(", ")
         );
     }
+}
 
+/// The target's table row and verdict line; the target missed, if it was.
+fn write_target(body: &mut String, scan: &[Duration], pipeline: &[Duration]) -> Vec<String> {
     let ratio = stats(scan)
         .zip(stats(pipeline))
         .map(|(s, p)| s.median.as_secs_f64() / p.median.as_secs_f64());
@@ -364,11 +362,7 @@ fn summarize(
             "\n**Target missed:** the scan is slower than the pipeline (median ratio {ratio_text})."
         );
     }
-    Section {
-        title: TITLE.to_owned(),
-        body,
-        missed_targets: missed,
-    }
+    missed
 }
 
 #[cfg(test)]

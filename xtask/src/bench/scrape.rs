@@ -12,21 +12,19 @@
 //! daemon's VmRSS and VmHWM. Every process started here is killed and
 //! waited for on every exit path.
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 
-use super::daemon::{Daemon, Memory};
-use super::latency::{CONFIG, Fleet, Scratch, percentile};
-use super::{Context, Section};
+use super::context::Context;
+use super::daemon::{Memory, RunArgs, free_addr, get_metrics, mib, sum_by_state, wait_live_trees};
+use super::report::Section;
+use super::shared::{Fleet, Scratch, count_processes, percentile};
 
 const TITLE: &str = "Metrics scrape and footprint at scale";
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(300);
 const WARMUP_SCRAPES: u32 = 5;
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
 const TARGET_P99_MS: f64 = 10.0;
 /// 30 MB, in bytes.
 const TARGET_RSS_BYTES: u64 = 30_000_000;
@@ -84,82 +82,6 @@ impl Drop for Sleepers {
             let _ = c.wait();
         }
     }
-}
-
-/// Processes (thread-group leaders) on the machine: numeric entries of /proc.
-fn count_processes() -> Result<usize> {
-    Ok(std::fs::read_dir("/proc")
-        .context("read /proc")?
-        .filter_map(Result::ok)
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-        })
-        .count())
-}
-
-/// A free loopback port: bound, read, released.
-fn free_addr() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    l.local_addr().context("local address")
-}
-
-/// One `GET /metrics` over a fresh connection: the body, or an error for
-/// anything but a 200.
-pub(super) fn get_metrics(addr: SocketAddr) -> Result<Vec<u8>> {
-    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-        .with_context(|| format!("connect to {addr}"))?;
-    s.set_read_timeout(Some(IO_TIMEOUT))?;
-    s.set_write_timeout(Some(IO_TIMEOUT))?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .context("send GET /metrics")?;
-    let mut resp = Vec::new();
-    s.read_to_end(&mut resp).context("read the response")?;
-    let Some(split) = resp.windows(4).position(|w| w == b"\r\n\r\n") else {
-        bail!("no end of headers in a {}-byte response", resp.len());
-    };
-    let status = String::from_utf8_lossy(&resp[..split]);
-    let first = status.lines().next().unwrap_or_default();
-    if first.split_whitespace().nth(1) != Some("200") {
-        bail!("GET /metrics answered `{first}`");
-    }
-    Ok(resp.split_off(split + 4))
-}
-
-/// `sum(NAME{state="STATE"})` over the series of a text exposition.
-pub(super) fn sum_by_state(text: &str, name: &str, state: &str) -> f64 {
-    let label = format!("state=\"{state}\"");
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let rest = l.strip_prefix(name)?.strip_prefix('{')?;
-            let (labels, value) = rest.split_once('}')?;
-            labels
-                .split(',')
-                .any(|kv| kv.trim() == label)
-                .then(|| value.split_whitespace().next()?.parse::<f64>().ok())?
-        })
-        .sum()
-}
-
-/// Polls `/metrics` until at least `want` trees are live; the time it took.
-pub(super) fn wait_live_trees(addr: SocketAddr, want: u32, timeout: Duration) -> Result<Duration> {
-    let start = Instant::now();
-    let mut seen = 0.0;
-    while start.elapsed() < timeout {
-        if let Ok(body) = get_metrics(addr) {
-            seen = sum_by_state(&String::from_utf8_lossy(&body), "mcp_reaper_trees", "live");
-            if seen >= f64::from(want) {
-                return Ok(start.elapsed());
-            }
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-    bail!(
-        "the daemon reported {seen} live trees of {want} after {} s",
-        timeout.as_secs()
-    )
 }
 
 /// The pid of this process's child whose comm is `mcp-reaper`.
@@ -221,28 +143,15 @@ struct Results {
 }
 
 pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
-    let scratch = Scratch::new("scrape")?;
-    let dir = &scratch.0;
-    let config = dir.join("config.toml");
-    std::fs::write(&config, CONFIG).with_context(|| format!("write {}", config.display()))?;
+    let scratch = Scratch::with_config("scrape")?;
     let addr = free_addr()?;
-    let p = |name: &str| dir.join(name).display().to_string();
-    let daemon_args = [
-        "run".to_owned(),
-        "--source".into(),
-        "ebpf".into(),
-        "--config".into(),
-        p("config.toml"),
-        "--listen".into(),
-        addr.to_string(),
-        "--audit-log".into(),
-        "off".into(),
-        "--control-socket".into(),
-        p("c.sock"),
-    ];
-    let daemon_args: Vec<&str> = daemon_args.iter().map(String::as_str).collect();
-    let mut daemon =
-        Daemon::start(&ctx.daemon_bin, &daemon_args).context("start the daemon (--source ebpf)")?;
+    let listen = addr.to_string();
+    let mut daemon = RunArgs {
+        listen: &listen,
+        ..RunArgs::new("ebpf", &scratch.0)
+    }
+    .start(&ctx.daemon_bin)
+    .context("start the daemon (--source ebpf)")?;
     let pid = daemon_pid()?;
     println!("scrape: starting {} fake servers", args.scrape_trees);
     let fleet = Fleet::start(args.scrape_trees)?;
@@ -308,12 +217,20 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
     Ok(summarize(ctx, args, &results))
 }
 
-fn mib(kib: u64) -> String {
-    format!("{:.1} MiB ({} kB)", kib as f64 / 1024.0, kib)
-}
-
 fn summarize(ctx: &Context, args: &Args, r: &Results) -> Section {
     let mut body = ctx.header();
+    write_method(&mut body, args, r);
+    let p99 = write_readings(&mut body, r);
+    let missed = write_targets(&mut body, r, p99);
+    Section::with_targets(TITLE, body, missed)
+}
+
+fn fmt_ms(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2} ms"))
+}
+
+/// What ran and how each figure is measured.
+fn write_method(body: &mut String, args: &Args, r: &Results) {
     let _ = writeln!(
         body,
         "\nThe daemon (`mcp-reaper run --source ebpf --listen 127.0.0.1:<port> --config <config> \
@@ -340,10 +257,13 @@ fn summarize(ctx: &Context, args: &Args, r: &Results) -> Section {
         args.scrape_requests,
         WARMUP_SCRAPES,
     );
+}
+
+/// The scrape percentiles, memory and CPU tables; the scrape p99 in ms.
+fn write_readings(body: &mut String, r: &Results) -> Option<f64> {
     let mut s = r.scrape_us.clone();
     s.sort_unstable();
     let p = |q| percentile(&s, q).map(|us| us as f64 / 1000.0);
-    let fmt_ms = |v: Option<f64>| v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2} ms"));
     let (min_b, max_b) = (
         r.body_bytes.iter().min().copied().unwrap_or(0),
         r.body_bytes.iter().max().copied().unwrap_or(0),
@@ -379,9 +299,12 @@ fn summarize(ctx: &Context, args: &Args, r: &Results) -> Section {
         r.ticks_per_sec,
         r.rest.as_secs_f64(),
     );
+    p(99.0)
+}
 
+/// The targets table; the targets missed.
+fn write_targets(body: &mut String, r: &Results, p99: Option<f64>) -> Vec<String> {
     let verdict = |met: bool| if met { "met" } else { "**missed**" };
-    let p99 = p(99.0);
     let p99_met = p99.is_some_and(|v| v <= TARGET_P99_MS);
     let rss_kib = r.mem_rest.rss_kib.max(r.mem_end.rss_kib);
     let rss_met = rss_kib * 1024 <= TARGET_RSS_BYTES;
@@ -411,24 +334,12 @@ fn summarize(ctx: &Context, args: &Args, r: &Results) -> Section {
         mib(rss_kib),
         verdict(rss_met),
     );
-    Section::with_targets(TITLE, body, missed)
+    missed
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sums_live_trees() {
-        let text = "# HELP mcp_reaper_trees Trees.\n# TYPE mcp_reaper_trees gauge\n\
-                    mcp_reaper_trees{host=\"none\",server=\"none\",state=\"live\"} 0\n\
-                    mcp_reaper_trees{host=\"none\",server=\"fake\",state=\"live\"} 998\n\
-                    mcp_reaper_trees{host=\"h\",server=\"fake\",state=\"live\"} 2\n\
-                    mcp_reaper_trees{host=\"none\",server=\"fake\",state=\"orphaned\"} 7\n\
-                    mcp_reaper_trees_reaped_total{state=\"live\"} 5\n";
-        assert!((sum_by_state(text, "mcp_reaper_trees", "live") - 1000.0).abs() < f64::EPSILON);
-        assert!((sum_by_state(text, "mcp_reaper_trees", "orphaned") - 7.0).abs() < f64::EPSILON);
-    }
 
     #[test]
     fn reads_cpu_ticks_of_this_process() {

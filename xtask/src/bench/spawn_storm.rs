@@ -3,16 +3,16 @@
 //! /bin/true; rounds alternate between no daemon and
 //! `mcp-reaper run --source ebpf` running, and the medians are compared.
 use std::fmt::Write as _;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context as _, Result, bail};
+use anyhow::{Context as _, Result};
 
+use super::context::Context;
 use super::daemon::{Daemon, Memory};
-use super::{Context, Section};
+use super::report::Section;
+use super::shared::{STORM_PROGRAM, median, storm};
 
 const TITLE: &str = "Spawn storm";
-const PROGRAM: &str = "/bin/true";
 const DAEMON_ARGS: &[&str] = &["run", "--source", "ebpf"];
 const TARGET_RATIO: f64 = 1.03;
 const TARGET_RSS_MIB: f64 = 30.0;
@@ -50,22 +50,9 @@ struct Round {
     memory: Option<Memory>,
 }
 
-fn storm(spawns: u32) -> Result<Duration> {
-    let start = Instant::now();
-    for _ in 0..spawns {
-        let status = Command::new(PROGRAM)
-            .status()
-            .with_context(|| format!("spawn {PROGRAM}"))?;
-        if !status.success() {
-            bail!("{PROGRAM} exited with {status}");
-        }
-    }
-    Ok(start.elapsed())
-}
-
 pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
     println!(
-        "spawn-storm: {} rounds of {} spawns of {PROGRAM}",
+        "spawn-storm: {} rounds of {} spawns of {STORM_PROGRAM}",
         args.rounds, args.spawns
     );
     // Warm the page cache and the allocator; not recorded.
@@ -121,42 +108,27 @@ fn mib(kib: u64) -> f64 {
     kib as f64 / 1024.0
 }
 
-fn median(mut values: Vec<Duration>) -> Option<Duration> {
-    values.sort();
-    let n = values.len();
-    match n {
-        0 => None,
-        _ if n % 2 == 1 => values.get(n / 2).copied(),
-        _ => Some((*values.get(n / 2 - 1)? + *values.get(n / 2)?) / 2),
-    }
+/// The wall times of the rounds run in `config`, in order.
+fn walls(rounds: &[Round], config: Config) -> Vec<Duration> {
+    rounds
+        .iter()
+        .filter(|r| r.config == config)
+        .map(|r| r.wall)
+        .collect()
 }
 
 fn summarize(ctx: &Context, args: &Args, rounds: &[Round]) -> Section {
-    let walls = |config| -> Vec<Duration> {
-        rounds
-            .iter()
-            .filter(|r| r.config == config)
-            .map(|r| r.wall)
-            .collect()
-    };
-    let base = median(walls(Config::NoDaemon));
-    let with = median(walls(Config::Daemon));
-    let ratio = base
-        .zip(with)
-        .map(|(b, w)| w.as_secs_f64() / b.as_secs_f64());
-    let hwm = rounds
-        .iter()
-        .filter_map(|r| r.memory.map(|m| m.hwm_kib))
-        .max();
-    let rss = rounds
-        .iter()
-        .rev()
-        .find_map(|r| r.memory.map(|m| m.rss_kib));
-
     let mut body = ctx.header();
+    write_rounds(&mut body, args, rounds);
+    let missed = write_targets(&mut body, rounds);
+    Section::with_targets(TITLE, body, missed)
+}
+
+/// How the rounds ran and their wall times per configuration.
+fn write_rounds(body: &mut String, args: &Args, rounds: &[Round]) {
     let _ = writeln!(
         body,
-        "\nEach round runs {} sequential fork+exec+wait of `{PROGRAM}` (`std::process::Command`). \
+        "\nEach round runs {} sequential fork+exec+wait of `{STORM_PROGRAM}` (`std::process::Command`). \
          Rounds alternate between no daemon and `mcp-reaper {}` running (started before the round, \
          ready when it logs `ready`, stopped with SIGTERM after it); {} rounds in all.\n",
         args.spawns,
@@ -166,7 +138,7 @@ fn summarize(ctx: &Context, args: &Args, rounds: &[Round]) -> Section {
     body.push_str("| configuration | rounds | median wall time | per spawn | each round (s) |\n");
     body.push_str("| --- | --- | --- | --- | --- |\n");
     for config in [Config::NoDaemon, Config::Daemon] {
-        let all = walls(config);
+        let all = walls(rounds, config);
         let each: Vec<String> = all
             .iter()
             .map(|d| format!("{:.3}", d.as_secs_f64()))
@@ -188,7 +160,23 @@ fn summarize(ctx: &Context, args: &Args, rounds: &[Round]) -> Section {
             each.join(", ")
         );
     }
+}
 
+/// The targets table; the targets missed.
+fn write_targets(body: &mut String, rounds: &[Round]) -> Vec<String> {
+    let base = median(walls(rounds, Config::NoDaemon));
+    let with = median(walls(rounds, Config::Daemon));
+    let ratio = base
+        .zip(with)
+        .map(|(b, w)| w.as_secs_f64() / b.as_secs_f64());
+    let hwm = rounds
+        .iter()
+        .filter_map(|r| r.memory.map(|m| m.hwm_kib))
+        .max();
+    let rss = rounds
+        .iter()
+        .rev()
+        .find_map(|r| r.memory.map(|m| m.rss_kib));
     let mut missed = Vec::new();
     let ratio_text = ratio.map_or_else(|| "n/a".to_owned(), |r| format!("{r:.3}"));
     let ratio_met = ratio.is_some_and(|r| r <= TARGET_RATIO);
@@ -224,7 +212,7 @@ fn summarize(ctx: &Context, args: &Args, rounds: &[Round]) -> Section {
             mib(rss)
         );
     }
-    Section::with_targets(TITLE, body, missed)
+    missed
 }
 
 #[cfg(test)]
@@ -253,23 +241,6 @@ mod tests {
                 anon_kib: hwm_kib / 4,
             }),
         }
-    }
-
-    #[test]
-    fn storm_runs_true() -> Result<()> {
-        assert!(storm(20)? > Duration::ZERO);
-        Ok(())
-    }
-
-    #[test]
-    fn medians() {
-        let ms = Duration::from_millis;
-        assert_eq!(median(vec![]), None);
-        assert_eq!(median(vec![ms(3), ms(1), ms(2)]), Some(ms(2)));
-        assert_eq!(
-            median(vec![ms(4), ms(1), ms(2), ms(3)]),
-            Some(ms(2) + ms(500) / 1000)
-        );
     }
 
     #[test]
