@@ -43,8 +43,15 @@ fn init_logging(format: LogFormat, level: &str) -> Result<(), String> {
 }
 
 /// `run`: the configuration in force (an invalid one is exit 2 and
-/// nothing starts), then the daemon until it stops.
+/// nothing starts), then the daemon until it stops. Outside the host's
+/// initial PID namespace nothing starts either (exit 2): every PID the
+/// daemon would act on would name another process.
 fn run_cmd(args: &RunArgs) -> ExitCode {
+    if let Some(why) = mcp_reaper::procs::pidns::daemon_refusal(mcp_reaper::procs::pidns::own_ns())
+    {
+        error(why);
+        return ExitCode::from(2);
+    }
     let default_path = config::default_config_path();
     let file = ConfigFile::resolve_with(args.config.as_deref(), &default_path);
     let mut config = match load_config(&file) {

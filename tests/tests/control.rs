@@ -63,7 +63,7 @@ impl Server {
     fn start(path: &Path) -> Self {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = Arc::clone(&seen);
-        let handler: Handler = Arc::new(move |req: Request| {
+        let handler: Handler = Arc::new(move |req: Request, _sender| {
             log.lock().unwrap().push(req.clone());
             match req {
                 Request::Status => Response::status(serde_json::json!({"trees": 1}), "running"),
@@ -310,7 +310,7 @@ fn a_live_daemons_socket_is_not_stolen_and_other_files_are_kept() {
         .enable_all()
         .build()
         .unwrap();
-    let handler: Handler = Arc::new(|_| Response::error("second server"));
+    let handler: Handler = Arc::new(|_, _| Response::error("second server"));
     let err = rt
         .block_on(control::serve(&path, Arc::clone(&handler), async {}))
         .unwrap_err();

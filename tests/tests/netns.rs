@@ -84,6 +84,18 @@ fn a_host_in_its_own_namespaces_keeps_live_trees_and_loses_released_ones() {
     for s in sessions.iter().chain([&outside]) {
         daemon.wait_tracked_live(s.pid);
     }
+    // `scan` shows what an operator in the container sees: the host's PID
+    // there, and that its network namespace is not the daemon's.
+    let report = mcp_reaper::scan::scan(&config(), std::path::Path::new("/proc")).unwrap();
+    let seen = report
+        .trees
+        .iter()
+        .find(|t| t.root.tgid == sessions[2].pid)
+        .and_then(|t| t.host.clone())
+        .expect("scan shows the live tree's host");
+    assert_eq!(seen.pid, host.pid());
+    assert_eq!(seen.ns_pid, ns_pid(host.pid()));
+    assert_eq!(seen.net_ns, Some(net_ns(host.pid())));
     let mut doomed = Vec::new();
     for s in &sessions[..2] {
         let tree = server_tree_pids(s.pid);

@@ -9,11 +9,11 @@
 //! JSON schema (`schema_version` 1):
 //! `{ schema_version, generated_at_unix, hosts_scanned_processes, trees: [
 //!    { root: {tgid, start_ticks}, server, host: {pid, start_ticks, comm,
-//!      rule} | null, session_id | null, owner_fds: [{pid, fd}], state:
+//!      rule, ns_pid?, net_ns?} | null, session_id | null, owner_fds: [{pid, fd}], state:
 //!      "live"|"orphaned"|"suspect"|"unknown", judged_by: "scan"|"daemon",
 //!      reason | null, age_seconds,
 //!      rss_bytes, pss_bytes, members: [{pid, start_ticks, ppid, comm,
-//!      cmdline, rss_bytes, pss_bytes}], ownership: {...evidence} } ],
+//!      ns_pid?, cmdline, rss_bytes, pss_bytes}], ownership: {...evidence} } ],
 //!   totals: { trees, live, orphaned, suspect, unknown, orphaned_rss_bytes,
 //!      orphaned_pss_bytes, total_rss_bytes, total_pss_bytes } }`
 
@@ -192,7 +192,18 @@ pub fn render_human(report: &ScanReport) -> String {
     for t in &report.trees {
         let host = t.host.as_ref().map_or_else(
             || "(no host: adopted by init)".to_string(),
-            |h| format!("{} pid {} ({})", h.rule, h.pid, h.comm),
+            |h| {
+                let inside = h.ns_pid.map(|p| format!(", {p} in its PID namespace"));
+                let net = h.net_ns.as_deref().map(|n| format!(", network {n}"));
+                format!(
+                    "{} pid {} ({}{}{})",
+                    h.rule,
+                    h.pid,
+                    h.comm,
+                    inside.unwrap_or_default(),
+                    net.unwrap_or_default()
+                )
+            },
         );
         groups.entry(host).or_default().push(t);
     }

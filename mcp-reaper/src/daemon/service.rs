@@ -49,8 +49,8 @@ fn control_handler(
     reporter: Reporter,
     proc_root: PathBuf,
 ) -> crate::outputs::control::Handler {
-    use crate::outputs::control::{MatchedTree, Request, Response};
-    Arc::new(move |req: Request| {
+    use crate::outputs::control::{MatchedTree, Peer, Request, Response};
+    Arc::new(move |req: Request, peer: Peer| {
         let mut guard = shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -60,6 +60,10 @@ fn control_handler(
                 format!("{} trees tracked", guard.trees.len()),
             ),
             Request::Release { target, dry_run } => {
+                let target = match in_our_pid_namespace(target, peer, &proc_root) {
+                    Ok(t) => t,
+                    Err(why) => return Response::error(why),
+                };
                 // Resolved now, against the live system: a recycled PID or
                 // a reused fd number must not name an old record.
                 let query = match crate::judge::release::resolve(&target, &proc_root) {
@@ -104,6 +108,33 @@ fn control_handler(
             }
         }
     })
+}
+
+/// A release's owner PID is in the sender's PID namespace: translated
+/// into ours (`procs::pidns::translate`), or refused with the reason. A
+/// sender the kernel could not name cannot have its PID translated.
+fn in_our_pid_namespace(
+    target: crate::outputs::control::ReleaseTarget,
+    peer: crate::outputs::control::Peer,
+    proc_root: &std::path::Path,
+) -> Result<crate::outputs::control::ReleaseTarget, String> {
+    use crate::outputs::control::{OwnerRef, ReleaseTarget};
+    let ReleaseTarget::Owner(owner) = target else {
+        return Ok(target);
+    };
+    let sender = peer
+        .pid
+        .ok_or("the sender's PID is unknown, so its owner PID cannot be translated")?;
+    let pid = crate::procs::pidns::translate(proc_root, sender, owner.pid)?;
+    if pid != owner.pid {
+        info!(
+            sender,
+            theirs = owner.pid,
+            ours = pid,
+            "release: owner PID translated from the sender's PID namespace"
+        );
+    }
+    Ok(ReleaseTarget::Owner(OwnerRef { pid, ..owner }))
 }
 
 /// SIGHUP: load the configuration again, validate it, and hand it to the

@@ -56,6 +56,7 @@ fn audit_tree(t: &TreeRecord) -> AuditTree {
             pid: h.tgid,
             start_ticks: h.start_ticks,
             rule: t.host_rule.clone(),
+            ns_pid: ns_pid(h),
         }),
         session_id: t.session_id.clone(),
         owner_fds: t.owner_fds.iter().map(AuditOwnerFd::from).collect(),
@@ -64,17 +65,31 @@ fn audit_tree(t: &TreeRecord) -> AuditTree {
     }
 }
 
+/// The host's PID inside its own namespace, when it differs and the host
+/// is still the process recorded.
+fn ns_pid(key: ProcKey) -> Option<u32> {
+    procscan::read_process(std::path::Path::new("/proc"), key.tgid)
+        .ok()
+        .filter(|p| p.key == key)
+        .and_then(|p| p.ns_pid)
+}
+
 fn members(keys: &[ProcKey]) -> Vec<audit::AuditMember> {
     let root = std::path::Path::new("/proc");
     keys.iter()
         .take(audit::MAX_MEMBERS)
         .map(|k| {
-            let cmdline = procscan::read_process(root, k.tgid)
+            let info = procscan::read_process(root, k.tgid)
                 .ok()
-                .filter(|p| p.key == *k)
-                .map(|p| procscan::display_cmdline(&p))
+                .filter(|p| p.key == *k);
+            let cmdline = info
+                .as_ref()
+                .map(procscan::display_cmdline)
                 .unwrap_or_default();
-            audit::AuditMember::new(k.tgid, k.start_ticks, &cmdline)
+            audit::AuditMember {
+                ns_pid: info.and_then(|p| p.ns_pid),
+                ..audit::AuditMember::new(k.tgid, k.start_ticks, &cmdline)
+            }
         })
         .collect()
 }

@@ -3,6 +3,7 @@
 //! - `identity`: a process is (tgid, start time), never a PID alone.
 //! - `procscan`: reading /proc, hostile contents included.
 //! - `tracker`: the process table and fork lineage, fed by the sources.
+//! - `pidns`: PID namespaces (the daemon's own, `NSpid`, translation).
 //! - `caps`: what this process may do (capabilities, `pidfd_getfd`).
 //!
 //! Owns: knowing which processes exist and who forked whom.
@@ -11,5 +12,6 @@
 
 pub mod caps;
 pub mod identity;
+pub mod pidns;
 pub mod procscan;
 pub mod tracker;

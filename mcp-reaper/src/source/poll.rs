@@ -139,6 +139,7 @@ mod tests {
             cmdline_truncated: false,
             exe: None,
             rss_bytes: 0,
+            ns_pid: None,
         }
     }
 

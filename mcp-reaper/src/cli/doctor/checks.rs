@@ -240,6 +240,19 @@ pub(super) fn check_procfs() -> Check {
     }
 }
 
+/// The daemon's PID namespace (`own`: its nsfs inode): `run` refuses to
+/// start outside the host's initial one.
+pub(super) fn check_pid_namespace(own: std::io::Result<u64>) -> Check {
+    match crate::procs::pidns::daemon_refusal(own) {
+        None => Check::new(
+            CheckId::PidNamespace,
+            Status::Ok,
+            "the host's initial PID namespace",
+        ),
+        Some(why) => Check::new(CheckId::PidNamespace, Status::Fail, why),
+    }
+}
+
 fn dir_has_entries(p: &Path) -> bool {
     fs::read_dir(p).is_ok_and(|mut d| d.next().is_some())
 }

@@ -3,7 +3,7 @@
 //! be given (configuration, metrics address, control socket) works.
 //!
 //! Owns: the checks (kernel release, BTF and the task offsets, tracefs,
-//! lockdown, capabilities, /proc, the configuration in force, the metrics
+//! lockdown, capabilities, /proc, the PID namespace, the configuration in force, the metrics
 //! address, the control socket's place, the network namespaces of the
 //! running hosts), trial loads of one empty program
 //! per attach type (the `mcp-reaper-probes` object) and of the real eBPF
@@ -71,6 +71,7 @@ pub fn diagnose() -> Report {
     let privileges = checks::privileges(rustix::process::geteuid().as_raw(), caps::own_cap_eff());
     checks.push(checks::check_privileges(&privileges));
     checks.push(checks::check_procfs());
+    checks.push(checks::check_pid_namespace(crate::procs::pidns::own_ns()));
     checks.push(checks::check_pidfd_getfd());
 
     if privileges.can_load_bpf() {

@@ -45,6 +45,8 @@ pub enum CheckId {
     Lockdown,
     Privileges,
     Procfs,
+    /// The daemon's PID namespace: it must be the host's initial one.
+    PidNamespace,
     /// Classic tracepoint (`sched/sched_process_fork`).
     Tracepoint,
     /// Raw tracepoint (`raw_tp/sched_process_fork`), the event programs' kind.
@@ -81,6 +83,7 @@ impl CheckId {
             Self::Lockdown => "lockdown",
             Self::Privileges => "privileges",
             Self::Procfs => "procfs",
+            Self::PidNamespace => "pid_namespace",
             Self::Tracepoint => "tracepoint",
             Self::RawTp => "raw_tp",
             Self::TpBtf => "tp_btf",

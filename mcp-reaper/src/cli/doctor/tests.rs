@@ -6,7 +6,10 @@
 
 use super::*;
 use super::{
-    checks::{NEEDS_PRIVILEGE, TRACEFS_EVENTS, check_kernel, check_privileges, privileges},
+    checks::{
+        NEEDS_PRIVILEGE, TRACEFS_EVENTS, check_kernel, check_pid_namespace, check_privileges,
+        privileges,
+    },
     detail::{MAX_DETAIL, one_line},
     verdict::short_failure,
 };
@@ -193,6 +196,25 @@ fn tier_is_none_without_proc() {
     assert_eq!(tier, Tier::None);
     assert!(reason.contains("cannot run"), "{reason}");
     assert_eq!(conclude(&[]).0, Tier::None);
+}
+
+#[test]
+fn tier_is_none_outside_the_initial_pid_namespace() {
+    use crate::procs::pidns::INIT_PID_NS_INO;
+    assert_eq!(check_pid_namespace(Ok(INIT_PID_NS_INO)).status, Status::Ok);
+    let outside = check_pid_namespace(Ok(4_026_532_001));
+    assert_eq!(outside.status, Status::Fail);
+    let unreadable = check_pid_namespace(Err(std::io::Error::other("denied")));
+    assert_eq!(unreadable.status, Status::Fail);
+
+    // Everything else works: the namespace alone rules the daemon out.
+    let mut checks = attach_checks(Status::Ok);
+    checks.push(c(CheckId::EbpfSource, Status::Ok, "ok"));
+    checks.push(outside);
+    let (tier, reason) = conclude(&checks);
+    assert_eq!(tier, Tier::None);
+    assert!(reason.contains("hostPID"), "{reason}");
+    assert!(reason.contains("refuses to run"), "{reason}");
 }
 
 fn sample_report(tier: Tier) -> Report {

@@ -37,6 +37,12 @@ fn conclude_tier(checks: &[Check]) -> (Tier, String) {
     let find = |id| checks.iter().find(|c| c.id == id);
     let ok = |id| find(id).is_some_and(|c| c.status == Status::Ok);
     let source = find(CheckId::EbpfSource);
+    if let Some(c) = find(CheckId::PidNamespace).filter(|c| c.status == Status::Fail) {
+        return (
+            Tier::None,
+            format!("{}; the daemon refuses to run there", c.detail),
+        );
+    }
 
     if ok(CheckId::EbpfSource) {
         let mut reason = String::from("raw tracepoint event programs load and attach");

@@ -33,6 +33,7 @@ fn info_from_image(key: ProcKey, parent: ProcKey, comm: &str, image: &ExecImage)
         cmdline_truncated: image.truncated,
         exe: None,
         rss_bytes: 0,
+        ns_pid: None,
     }
 }
 

@@ -173,6 +173,8 @@ impl Snapshot<'_> {
                 .map(|r| r.name.clone())
                 .or_else(|| self.config.generic_host().map(|r| r.name.clone()))
                 .unwrap_or_else(|| "unknown".into()),
+            ns_pid: p.ns_pid,
+            net_ns: foreign_net_ns(self.proc_root, p.key.tgid),
         }
     }
 
@@ -220,12 +222,21 @@ impl Snapshot<'_> {
                 start_ticks: m.key.start_ticks,
                 ppid: m.ppid,
                 comm: m.comm.clone(),
+                ns_pid: m.ns_pid,
                 cmdline: procscan::display_cmdline(m),
                 rss_bytes: m.rss_bytes,
                 pss_bytes: pss_bytes(self.proc_root, m.key.tgid),
             })
             .collect()
     }
+}
+
+/// `net:[INODE]` of the process's network namespace when it is not this
+/// process's own (nsfs links name a namespace whichever /proc shows them).
+fn foreign_net_ns(proc_root: &Path, pid: u32) -> Option<String> {
+    let theirs = std::fs::read_link(proc_root.join(pid.to_string()).join("ns/net")).ok()?;
+    let ours = std::fs::read_link("/proc/self/ns/net").ok()?;
+    (theirs != ours).then(|| theirs.to_string_lossy().into_owned())
 }
 
 /// The first of `names` set in the process's environment.

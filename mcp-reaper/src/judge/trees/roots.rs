@@ -113,6 +113,7 @@ mod tests {
             cmdline_truncated: false,
             exe: None,
             rss_bytes: 1 << 20,
+            ns_pid: None,
         }
     }
 

@@ -26,6 +26,14 @@ pub struct HostView {
     pub comm: String,
     /// Host rule name (a bounded label), `generic` or `unknown`.
     pub rule: String,
+    /// The PID inside the host's own PID namespace (what an operator in
+    /// its container sees), when it differs from `pid`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
+    /// The host's network namespace (`net:[INODE]`), when it is not the
+    /// daemon's: a host in a container.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub net_ns: Option<String>,
 }
 
 /// One member process of a tree.
@@ -35,6 +43,9 @@ pub struct MemberView {
     pub start_ticks: u64,
     pub ppid: u32,
     pub comm: String,
+    /// The PID inside the member's own PID namespace, when it differs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     /// Command line with control characters escaped.
     pub cmdline: String,
     pub rss_bytes: u64,

@@ -93,6 +93,9 @@ pub struct AuditHost {
     pub pid: u32,
     pub start_ticks: u64,
     pub rule: String,
+    /// The PID inside the host's own PID namespace, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +147,7 @@ impl From<&TreeView> for AuditTree {
                 pid: h.pid,
                 start_ticks: h.start_ticks,
                 rule: bounded_text(&h.rule, MAX_TEXT_BYTES),
+                ns_pid: h.ns_pid,
             }),
             session_id: t
                 .session_id
@@ -168,6 +172,9 @@ impl From<&TreeView> for AuditTree {
 pub struct AuditMember {
     pub pid: u32,
     pub start_ticks: u64,
+    /// The PID inside the member's own PID namespace, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
     pub cmdline: String,
 }
 
@@ -176,6 +183,7 @@ impl AuditMember {
         Self {
             pid,
             start_ticks,
+            ns_pid: None,
             cmdline: bounded_text(cmdline, MAX_CMDLINE_BYTES),
         }
     }
@@ -191,7 +199,10 @@ impl AuditMember {
 
 impl From<&MemberView> for AuditMember {
     fn from(m: &MemberView) -> Self {
-        Self::new(m.pid, m.start_ticks, &m.cmdline)
+        Self {
+            ns_pid: m.ns_pid,
+            ..Self::new(m.pid, m.start_ticks, &m.cmdline)
+        }
     }
 }
 

@@ -50,4 +50,6 @@ pub use protocol::{
     DEFAULT_SOCKET, MAX_REQUEST_BYTES, MAX_SESSION_BYTES, MatchedTree, OwnerRef, PERMISSION_DENIED,
     ReleaseTarget, Request, Response,
 };
-pub use server::{ControlStats, Handler, IDLE_TIMEOUT, MAX_CONNECTIONS, serve, serve_counted};
+pub use server::{
+    ControlStats, Handler, IDLE_TIMEOUT, MAX_CONNECTIONS, Peer, serve, serve_counted,
+};

@@ -39,9 +39,19 @@ pub const MAX_CONNECTIONS: usize = 32;
 /// A connection that sends no complete line for this long is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The handler the daemon passes to `serve`. It runs on tokio's blocking
-/// pool; a panic in it becomes an error response.
-pub type Handler = Arc<dyn Fn(Request) -> Response + Send + Sync>;
+/// The handler the daemon passes to `serve`, called with each request and
+/// who sent it. It runs on tokio's blocking pool; a panic in it becomes an
+/// error response.
+pub type Handler = Arc<dyn Fn(Request, Peer) -> Response + Send + Sync>;
+
+/// Who sent a request, from the socket's peer credentials (SO_PEERCRED).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Peer {
+    /// The sender's PID in the daemon's PID namespace (the kernel
+    /// translates it); `None` when the kernel could not name one. A PID in
+    /// a request is in the sender's namespace, which may differ.
+    pub pid: Option<u32>,
+}
 
 /// Server counters (export them as metrics).
 #[derive(Debug, Default)]
@@ -188,6 +198,14 @@ async fn connection(stream: UnixStream, handler: Handler, stats: Arc<ControlStat
             }
         }
     }
+    let sender = Peer {
+        pid: peer
+            .as_ref()
+            .ok()
+            .and_then(tokio::net::unix::UCred::pid)
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p > 0),
+    };
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
@@ -214,7 +232,7 @@ async fn connection(stream: UnixStream, handler: Handler, stats: Arc<ControlStat
                 Ok(req) => {
                     bump(&stats.requests);
                     let h = Arc::clone(&handler);
-                    match tokio::task::spawn_blocking(move || h(req)).await {
+                    match tokio::task::spawn_blocking(move || h(req, sender)).await {
                         Ok(r) => r,
                         Err(_) => Response::error("internal error: the request handler failed"),
                     }

@@ -44,6 +44,10 @@ pub struct ProcInfo {
     pub exe: Option<PathBuf>,
     /// Resident set size (`VmRSS`); 0 when the kernel reports none.
     pub rss_bytes: u64,
+    /// The PID inside the process's own PID namespace (a container's),
+    /// when it differs from `key.tgid` (`NSpid` in status).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ns_pid: Option<u32>,
 }
 
 impl ProcInfo {

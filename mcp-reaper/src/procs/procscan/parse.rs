@@ -67,12 +67,15 @@ pub(super) struct StatusFields {
     pub(super) tgid: u32,
     pub(super) uid: u32,
     pub(super) rss_kib: u64,
+    /// PID inside the process's own PID namespace, when that differs.
+    pub(super) ns_pid: Option<u32>,
 }
 
 pub(super) fn parse_status(bytes: &[u8]) -> Result<StatusFields, String> {
     let mut tgid = None;
     let mut uid = None;
     let mut rss_kib = 0;
+    let mut ns_pid = None;
     // The Name line is escaped by the kernel, but may still hold bytes that
     // are not UTF-8: work on bytes, convert only the lines used.
     for line in bytes.split(|&b| b == b'\n') {
@@ -88,6 +91,7 @@ pub(super) fn parse_status(bytes: &[u8]) -> Result<StatusFields, String> {
             }
             b"Uid" => uid = Some(parse_field(first, "Uid")?),
             b"VmRSS" => rss_kib = parse_field(first, "VmRSS")?,
+            b"NSpid" => ns_pid = crate::procs::pidns::inner_pid(&value),
             _ => {}
         }
     }
@@ -95,6 +99,7 @@ pub(super) fn parse_status(bytes: &[u8]) -> Result<StatusFields, String> {
         tgid: tgid.ok_or("no Tgid line")?,
         uid: uid.ok_or("no Uid line")?,
         rss_kib,
+        ns_pid,
     })
 }
 

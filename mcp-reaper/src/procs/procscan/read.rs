@@ -77,6 +77,7 @@ pub fn read_process(root: &Path, pid: u32) -> Result<ProcInfo, ProcError> {
         cmdline_truncated,
         exe: dir.exe(),
         rss_bytes: status.rss_kib.saturating_mul(1024),
+        ns_pid: status.ns_pid,
     })
 }
 

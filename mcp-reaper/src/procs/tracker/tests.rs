@@ -83,6 +83,7 @@ fn info(key: ProcKey, ppid: u32, comm: &str) -> ProcInfo {
         cmdline_truncated: false,
         exe: None,
         rss_bytes: 0,
+        ns_pid: None,
     }
 }
 
