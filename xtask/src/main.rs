@@ -11,6 +11,7 @@
 mod bench;
 mod cmd;
 mod dist;
+mod image;
 mod layout;
 mod paths;
 mod plain_build;
@@ -39,7 +40,8 @@ struct Cli {
 enum Command {
     /// Install what building (and, with --tests, testing) needs. Idempotent.
     Setup {
-        /// Also install the test prerequisites (promtool, npm packages).
+        /// Also install the test prerequisites (promtool, podman and runc,
+        /// npm packages).
         #[arg(long)]
         tests: bool,
         /// Also install what `dist` needs (the musl target, cargo-deb).
@@ -63,6 +65,9 @@ enum Command {
     /// Build the release artifacts in target/dist: a static musl binary, a
     /// tarball, a Debian package and their SHA-256 sums.
     Dist,
+    /// Build the daemon's container image (FROM scratch, the static binary)
+    /// with Podman; no registry needed.
+    Image(image::Args),
     /// Report import cycles between the files of mcp-reaper/src and xtask/src.
     #[command(long_about = layout::LONG_ABOUT)]
     Layout(layout::Args),
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Run { args } => run(&args),
         Command::Test => test::run(),
         Command::Dist => dist::run(),
+        Command::Image(args) => image::run(&args),
         Command::Layout(args) => Ok(layout::run(&args)),
         Command::Bench(args) => bench::run(&args),
         Command::StormWorker => bench::storm_worker(),

@@ -31,13 +31,19 @@ use crate::toolchain::{self, NIGHTLY, NIGHTLY_RUSTC};
 /// The target of the static release binary `dist` packages.
 pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 /// Debian packages the tests need, with what they provide.
-const DEBIAN_PACKAGES: &[(&str, &str)] = &[("prometheus", "promtool")];
+const DEBIAN_PACKAGES: &[(&str, &str)] = &[
+    ("prometheus", "promtool"),
+    ("podman", "the container image and its test"),
+    // crun, podman's default runtime, refuses this machine's hybrid
+    // cgroup hierarchy; the container test runs with runc.
+    ("runc", "the container runtime the container test uses"),
+];
 
 /// What to install besides the toolchain `cargo build` needs (pinned
 /// nightly, its rust-src, bpf-linker).
 #[derive(Clone, Copy, Default)]
 pub struct Scope {
-    /// Test prerequisites: promtool and the npm packages.
+    /// Test prerequisites: promtool, podman and runc, the npm packages.
     pub tests: bool,
     /// Release packaging: the musl target and cargo-deb.
     pub dist: bool,

@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI runs (`.ci/run`). Sets everything up, then
 //! runs the format check, the import-cycle check between files (`layout`),
-//! clippy (host crates, then the eBPF crate for its own target), the whole
-//! test suite, the plain-cargo build check (`plain_build`) and, as root, the
+//! clippy (host crates, then the eBPF crate for its own target), the
+//! container image (root only; `tests/tests/container.rs` runs it), the
+//! whole test suite, the plain-cargo build check (`plain_build`) and, as root, the
 //! Debian package's round trip (`dist::roundtrip`), and prints a summary.
 //! As root, privileged tests are required to run: they fail instead of
 //! skipping (`MCP_REAPER_REQUIRE_PRIVILEGED=1`).
@@ -15,6 +16,7 @@ use anyhow::Result;
 
 use crate::cmd::{cargo, is_root};
 use crate::dist::roundtrip;
+use crate::image;
 use crate::layout;
 use crate::paths::npm_dir;
 use crate::plain_build;
@@ -102,6 +104,15 @@ pub fn run() -> Result<ExitCode> {
             ])
             .run()
         }));
+        let image = image::default_tag();
+        results.push(if privileged {
+            timed("container image", || image::build(&image))
+        } else {
+            skipped(
+                "container image",
+                "not root: podman builds as root here".into(),
+            )
+        });
         results.push(timed("cargo test", || {
             let mut test = cargo(&[
                 "test",
@@ -110,7 +121,8 @@ pub fn run() -> Result<ExitCode> {
                 "--exclude",
                 EBPF_CRATE,
             ])
-            .env("MCP_REAPER_NPM_DIR", npm_dir());
+            .env("MCP_REAPER_NPM_DIR", npm_dir())
+            .env("MCP_REAPER_IMAGE", &image);
             if privileged {
                 test = test.env("MCP_REAPER_REQUIRE_PRIVILEGED", "1");
             }

@@ -282,7 +282,8 @@ fn scan_one(proc_root: &Path, pid: u32, want: Want<'_>) -> FdScan {
             out.vanished = 1;
             return out;
         }
-        Err(_) => {
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "fd walk: stat unreadable; the walk is incomplete");
             out.unreadable = 1;
             return out;
         }
@@ -296,13 +297,18 @@ fn scan_one(proc_root: &Path, pid: u32, want: Want<'_>) -> FdScan {
             out.vanished = 1;
             return out;
         }
-        Err(_) => {
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "fd walk: stat unreadable; the walk is incomplete");
             out.unreadable = 1;
             return out;
         }
     };
     if after.leader_gone_threads_live() {
         // /proc/PID/fd shows the exited leader's (empty) table.
+        tracing::debug!(
+            pid,
+            "fd walk: leader exited, threads live; the walk is incomplete"
+        );
         out.unreadable = 1;
         return out;
     }
@@ -316,7 +322,10 @@ fn scan_one(proc_root: &Path, pid: u32, want: Want<'_>) -> FdScan {
         }
         // A zombie whose whole group exited holds no fd at all.
         Err(_) if matches!(after.state, 'Z' | 'X') => out.processes = 1,
-        Err(_) => out.unreadable = 1,
+        Err(e) => {
+            tracing::debug!(pid, error = %e, "fd walk: fd table unreadable; the walk is incomplete");
+            out.unreadable = 1;
+        }
     }
     out
 }

@@ -271,11 +271,12 @@ fn resolve_socket(mut own: FdOwnership, ino: u64, root: ProcKey, proc_root: &Pat
 /// by no file at all: a `pidfd_getfd` duplicate of the root's own end (the
 /// same open file, so no count changes) polls POLLHUP (read end) or
 /// POLLERR (write end). False whenever that cannot be asked, and always
-/// for a `proc_root` other than the real /proc.
+/// for a `proc_root` that numbers processes otherwise than this process's
+/// PID namespace (pidfds are opened by PIDs of that namespace).
 fn other_end_closed(root: ProcKey, fd: u32, root_reads: bool, proc_root: &Path) -> bool {
     use rustix::event::{PollFd, PollFlags, Timespec, poll};
     use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
-    if proc_root != Path::new("/proc") {
+    if !crate::procs::pidns::shows_our_pids(proc_root) {
         return false;
     }
     let Some(pid) = i32::try_from(root.tgid).ok().and_then(Pid::from_raw) else {

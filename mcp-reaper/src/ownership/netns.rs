@@ -125,11 +125,11 @@ pub fn of_socket(
 }
 
 /// `SIOCGSKNS` on a duplicate of the root's fd, when it is still socket
-/// `ino` of the same process (real /proc only: pidfds name PIDs of this
-/// PID namespace).
+/// `ino` of the same process (only where `proc_root` numbers processes as
+/// this PID namespace does: pidfds name PIDs of this namespace).
 fn from_socket(root: ProcKey, fd: u32, ino: u64, proc_root: &Path) -> Option<OwnedFd> {
     use rustix::process::{Pid, PidfdFlags, PidfdGetfdFlags, pidfd_getfd, pidfd_open};
-    if proc_root != Path::new("/proc") {
+    if !crate::procs::pidns::shows_our_pids(proc_root) {
         return None;
     }
     let pid = Pid::from_raw(i32::try_from(root.tgid).ok()?)?;

@@ -32,6 +32,29 @@ pub fn own_ns() -> io::Result<u64> {
     Ok(std::fs::metadata("/proc/self/ns/pid")?.ino())
 }
 
+/// Whether `proc_root` numbers processes as this process's PID namespace
+/// does, so that a PID read there may be given to `pidfd_open`: the real
+/// /proc, or another mount of the same namespace's procfs (the host's /proc
+/// at /host/proc in a pod with hostPID). `<proc_root>/self` must name this
+/// process by the PID it has here; a procfs of a namespace this process is
+/// not in has no `self` for it. (A procfs of an ancestor namespace could
+/// number this one process alike by chance; the daemon runs only in the
+/// initial namespace, which has no ancestor.)
+pub fn shows_our_pids(proc_root: &Path) -> bool {
+    if proc_root == Path::new("/proc") {
+        return true;
+    }
+    let Ok(link) = std::fs::read_link(proc_root.join("self")) else {
+        return false;
+    };
+    let ours = std::process::id().to_string();
+    let same_ns = match (std::fs::metadata(proc_root.join("self/ns/pid")), own_ns()) {
+        (Ok(m), Ok(own)) => m.ino() == own,
+        _ => false,
+    };
+    link.as_os_str() == ours.as_str() && same_ns
+}
+
 /// Why the daemon cannot run in the PID namespace it is in, if it cannot.
 pub fn daemon_refusal(own: io::Result<u64>) -> Option<String> {
     match own {
@@ -54,13 +77,23 @@ pub fn daemon_refusal(own: io::Result<u64>) -> Option<String> {
 /// outermost one; `None` for a process of the reader's own namespace or a
 /// malformed line.
 pub fn inner_pid(nspid_value: &str) -> Option<u32> {
+    match nested(nspid_value)? {
+        (outer, inner) if outer != inner => Some(inner),
+        _ => None,
+    }
+}
+
+/// (outermost, innermost) PID of a process in a namespace nested below the
+/// reader's (two or more `NSpid` entries); `None` for one entry or a
+/// malformed line.
+fn nested(nspid_value: &str) -> Option<(u32, u32)> {
     let pids: Vec<u32> = nspid_value
         .split_whitespace()
         .map(str::parse)
         .collect::<Result<_, _>>()
         .ok()?;
     match pids.as_slice() {
-        [outer, .., inner] if outer != inner => Some(*inner),
+        [outer, .., inner] => Some((*outer, *inner)),
         _ => None,
     }
 }
@@ -101,13 +134,16 @@ pub fn translate(proc_root: &Path, caller: u32, pid: u32) -> Result<u32, String>
     if theirs == ours {
         return Ok(pid);
     }
-    let seen = walk_namespace(proc_root, theirs)?;
+    let seen = walk_candidates(proc_root, pid)?;
     pick(&seen, theirs, pid)
 }
 
-/// Every process of namespace `ns` with its innermost PID. A process that
-/// exits during the walk is skipped; any other read error fails the walk.
-fn walk_namespace(proc_root: &Path, ns: u64) -> Result<Vec<Seen>, String> {
+/// Every process whose innermost PID is `wanted`, with its PID namespace.
+/// A process of this namespace alone (one `NSpid` entry) or with another
+/// innermost PID cannot be the one and is not asked for its namespace
+/// (init's may be unreadable even to root). A process that exits during
+/// the walk is skipped; any other read error fails the walk.
+fn walk_candidates(proc_root: &Path, wanted: u32) -> Result<Vec<Seen>, String> {
     let entries = std::fs::read_dir(proc_root)
         .map_err(|e| format!("cannot list {}: {e}", proc_root.display()))?;
     let mut seen = Vec::new();
@@ -120,23 +156,27 @@ fn walk_namespace(proc_root: &Path, ns: u64) -> Result<Vec<Seen>, String> {
         else {
             continue;
         };
-        match ns_of(proc_root, pid) {
-            Ok(found) if found == ns => {}
-            Ok(_) => continue,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(format!("cannot read {pid}/ns/pid: {e}")),
-        }
         let status = match std::fs::read_to_string(entry.path().join("status")) {
             Ok(s) => s,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(format!("cannot read {pid}/status: {e}")),
         };
-        let inner = status
+        let nspid = status
             .lines()
             .find_map(|l| l.strip_prefix("NSpid:"))
-            .and_then(|v| v.split_whitespace().last()?.parse().ok())
-            .ok_or_else(|| format!("{pid}/status has no readable NSpid line"))?;
-        seen.push(Seen { pid, ns, inner });
+            .ok_or_else(|| format!("{pid}/status has no NSpid line"))?;
+        if nested(nspid).is_none_or(|(_, inner)| inner != wanted) {
+            continue;
+        }
+        match ns_of(proc_root, pid) {
+            Ok(ns) => seen.push(Seen {
+                pid,
+                ns,
+                inner: wanted,
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(format!("cannot read {pid}/ns/pid: {e}")),
+        }
     }
     Ok(seen)
 }
@@ -160,6 +200,13 @@ mod tests {
         for (value, want) in cases {
             assert_eq!(inner_pid(value), want, "{value:?}");
         }
+    }
+
+    #[test]
+    fn a_nested_pid_may_equal_its_outer_one() {
+        assert_eq!(nested("\t7\t7"), Some((7, 7)));
+        assert_eq!(nested("\t7"), None);
+        assert_eq!(inner_pid("\t7\t7"), None, "shown only where it differs");
     }
 
     #[test]
@@ -208,6 +255,18 @@ mod tests {
         assert!(other.contains("hostPID"), "{other}");
         let unreadable = daemon_refusal(Err(io::Error::other("denied")));
         assert!(unreadable.is_some_and(|m| m.contains("denied")));
+    }
+
+    #[test]
+    fn a_procfs_shows_our_pids_only_when_its_self_is_us() {
+        assert!(shows_our_pids(Path::new("/proc")));
+        // The same procfs under another path (as /host/proc in a pod).
+        assert!(shows_our_pids(Path::new("/proc/self/root/proc")));
+        // A directory that is no procfs, and one whose `self` is another PID.
+        let dir = tempfile::tempdir().unwrap();
+        assert!(!shows_our_pids(dir.path()));
+        std::os::unix::fs::symlink("1", dir.path().join("self")).unwrap();
+        assert!(!shows_our_pids(dir.path()));
     }
 
     #[test]

@@ -112,12 +112,19 @@ fn write_sums(dist: &Path, files: &[&Path]) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Builds, checks and packages; every artifact lands in target/dist.
-pub fn build() -> Result<Artifacts> {
+/// The checked static release binary (built if needed), as `dist` and
+/// `image` ship it.
+pub fn release_binary() -> Result<PathBuf> {
     refuse_skip_env()?;
     setup::run_or_fail(Scope::DIST)?;
     let binary = build_binary()?;
     check_binary(&binary)?;
+    Ok(binary)
+}
+
+/// Builds, checks and packages; every artifact lands in target/dist.
+pub fn build() -> Result<Artifacts> {
+    let binary = release_binary()?;
     let docs = docs::generate(&binary, &release_dir().join(deb::ASSETS_SUBDIR))?;
     let dist = dist_dir();
     if dist.exists() {
