@@ -21,6 +21,10 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+/// Entry points of the fuzz targets in fuzz/ (feature `fuzzing` only).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod judge;
 pub mod outputs;
 pub mod ownership;

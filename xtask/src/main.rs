@@ -11,6 +11,7 @@
 mod bench;
 mod cmd;
 mod dist;
+mod fuzz;
 mod image;
 mod layout;
 mod paths;
@@ -68,6 +69,8 @@ enum Command {
     /// Build the daemon's container image (FROM scratch, the static binary)
     /// with Podman; no registry needed.
     Image(image::Args),
+    /// Run the fuzz targets of fuzz/ (cargo-fuzz, libFuzzer).
+    Fuzz(fuzz::Args),
     /// Report import cycles between the files of mcp-reaper/src and xtask/src.
     #[command(long_about = layout::LONG_ABOUT)]
     Layout(layout::Args),
@@ -87,6 +90,7 @@ fn main() -> ExitCode {
         Command::Test => test::run(),
         Command::Dist => dist::run(),
         Command::Image(args) => image::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Layout(args) => Ok(layout::run(&args)),
         Command::Bench(args) => bench::run(&args),
         Command::StormWorker => bench::storm_worker(),

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 pub const BPF_LINKER_VERSION: &str = "0.13.0";
 /// The cargo-deb release `setup --dist` installs, likewise.
 pub const CARGO_DEB_VERSION: &str = "3.8.0";
+/// cargo-fuzz, which `cargo xtask fuzz` drives (`setup --tests`).
+pub const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// The workspace root (the parent of this crate's directory).
 pub fn repo_root() -> PathBuf {
@@ -57,6 +59,11 @@ pub fn bpf_linker_root() -> PathBuf {
 
 pub fn cargo_deb_root() -> PathBuf {
     tools_dir().join(format!("cargo-deb-{CARGO_DEB_VERSION}"))
+}
+
+/// Where `setup --tests` installs cargo-fuzz.
+pub fn cargo_fuzz_root() -> PathBuf {
+    tools_dir().join(format!("cargo-fuzz-{CARGO_FUZZ_VERSION}"))
 }
 
 /// Where `dist` leaves its artifacts.

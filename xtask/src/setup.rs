@@ -23,8 +23,8 @@ use anyhow::{Context as _, Result, anyhow, bail};
 
 use crate::cmd::{Cmd, cargo, is_root};
 use crate::paths::{
-    BPF_LINKER_VERSION, CARGO_DEB_VERSION, bpf_linker_root, cargo_deb_root, npm_dir, repo_root,
-    tools_dir,
+    BPF_LINKER_VERSION, CARGO_DEB_VERSION, CARGO_FUZZ_VERSION, bpf_linker_root, cargo_deb_root,
+    cargo_fuzz_root, npm_dir, repo_root, tools_dir,
 };
 use crate::toolchain::{self, NIGHTLY, NIGHTLY_RUSTC};
 
@@ -119,6 +119,10 @@ fn run_steps(scope: Scope) -> Vec<String> {
             );
         }
         step("npm packages (tests/npm)", &mut ensure_npm_packages);
+        step(
+            &format!("cargo-fuzz {CARGO_FUZZ_VERSION}"),
+            &mut ensure_cargo_fuzz,
+        );
     }
     if scope.dist {
         step(
@@ -320,6 +324,39 @@ fn ensure_musl_target() -> Result<Outcome> {
         .current_dir(repo_root())
         .run()
         .with_context(|| format!("install it with `rustup target add {MUSL_TARGET}`"))?;
+    Ok(Outcome::Installed)
+}
+
+/// cargo-fuzz for `cargo xtask fuzz`, under the tools directory.
+fn ensure_cargo_fuzz() -> Result<Outcome> {
+    let root = cargo_fuzz_root();
+    if Cmd::new(root.join("bin").join("cargo-fuzz"))
+        .args(["fuzz", "--version"])
+        .succeeds()
+    {
+        return Ok(Outcome::Ok);
+    }
+    let package = format!("cargo-fuzz@{CARGO_FUZZ_VERSION}");
+    announce(
+        &format!("building {package} from source"),
+        "one to three minutes on two cores",
+    );
+    let args: [&OsStr; 5] = [
+        "install".as_ref(),
+        "--locked".as_ref(),
+        package.as_ref(),
+        "--root".as_ref(),
+        root.as_os_str(),
+    ];
+    cargo(&args)
+        .env_remove("CARGO_TARGET_DIR")
+        .run()
+        .with_context(|| {
+            format!(
+                "build it by hand: cargo install --locked {package} --root {}",
+                root.display()
+            )
+        })?;
     Ok(Outcome::Installed)
 }
 

@@ -2,7 +2,7 @@
 //! runs the format check, the import-cycle check between files (`layout`),
 //! clippy (host crates, then the eBPF crate for its own target), the
 //! container image (root only; `tests/tests/container.rs` runs it), the
-//! whole test suite, the plain-cargo build check (`plain_build`) and, as root, the
+//! whole test suite, a few seconds of every fuzz target (`fuzz`), the plain-cargo build check (`plain_build`) and, as root, the
 //! Debian package's round trip (`dist::roundtrip`), and prints a summary.
 //! As root, privileged tests are required to run: they fail instead of
 //! skipping (`MCP_REAPER_REQUIRE_PRIVILEGED=1`).
@@ -16,6 +16,7 @@ use anyhow::Result;
 
 use crate::cmd::{cargo, is_root};
 use crate::dist::roundtrip;
+use crate::fuzz;
 use crate::image;
 use crate::layout;
 use crate::paths::npm_dir;
@@ -83,6 +84,9 @@ pub fn run() -> Result<ExitCode> {
                 "--exclude",
                 EBPF_CRATE,
                 "--all-targets",
+                // The fuzz targets' entry points are linted with the rest.
+                "--features",
+                "mcp-reaper/fuzzing",
                 "--",
                 "-D",
                 "warnings",
@@ -128,10 +132,25 @@ pub fn run() -> Result<ExitCode> {
             }
             test.run()
         }));
+        results.push(timed("fuzz (short runs)", fuzz_short));
         packaging_steps(&mut results);
     }
 
     Ok(print_summary(&results, privileged))
+}
+
+/// Every fuzz target for `fuzz::CI_SECONDS`: a crash fails the step.
+fn fuzz_short() -> Result<()> {
+    let outcomes = fuzz::run_targets(&fuzz::TARGETS, fuzz::CI_SECONDS, 1)?;
+    let crashed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| Some(format!("{}: {}", o.target, o.crash.as_ref()?.display())))
+        .collect();
+    if crashed.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("fuzz targets crashed: {}", crashed.join(", "))
+    }
 }
 
 fn print_summary(results: &[StepResult], privileged: bool) -> ExitCode {

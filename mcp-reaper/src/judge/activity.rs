@@ -20,6 +20,11 @@ use crate::procs::identity::ProcKey;
 /// `rchar` of a process, from /proc/PID/io (root or same user).
 pub fn io_chars(proc_root: &Path, pid: u32) -> Option<u64> {
     let text = std::fs::read_to_string(proc_root.join(pid.to_string()).join("io")).ok()?;
+    parse_rchar(&text)
+}
+
+/// `rchar` of a /proc/PID/io text.
+pub fn parse_rchar(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("rchar:"))
         .and_then(|v| v.trim().parse::<u64>().ok())

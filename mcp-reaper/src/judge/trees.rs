@@ -20,8 +20,8 @@ mod roots;
 mod state;
 mod view;
 
-pub use build::{build, session_from_env};
-pub use memory::{MemoryCache, pss_bytes};
+pub use build::{build, session_from_env, session_in_environ};
+pub use memory::{MemoryCache, parse_pss, pss_bytes};
 pub use roots::{find_roots, members_of};
 pub use state::{TreeState, classify};
 pub use view::{HostView, MemberView, OwnerFd, TreeView, still_holds};

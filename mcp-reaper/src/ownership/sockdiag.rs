@@ -186,35 +186,51 @@ fn converse(
                 buf.len()
             )));
         }
-        let mut off = 0;
-        while off < buf.len() {
-            let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[off..])
-                .map_err(|e| SockDiagError::Decode(e.to_string()))?;
-            let len = msg.header.length as usize;
-            let ours = msg.header.sequence_number == seq;
-            match msg.payload {
-                _ if !ours => {}
-                NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
-                    each(UnixSockInfo::from_response(&r));
-                    if !dump {
-                        return Ok(true);
-                    }
-                }
-                NetlinkPayload::Done(_) => return Ok(true),
-                NetlinkPayload::Error(e) => match e.code {
-                    None => return Ok(true),
-                    Some(c) if c.get() == -libc::ENOENT => return Ok(false),
-                    Some(c) => return Err(SockDiagError::Kernel(c.get())),
-                },
-                _ => {}
-            }
-            if len == 0 {
-                break;
-            }
-            // Netlink messages are 4-byte aligned.
-            off += (len + 3) & !3;
+        if let Some(found) = read_datagram(&buf, seq, dump, &mut each)? {
+            return Ok(found);
         }
     }
+}
+
+/// One datagram of replies: each UNIX socket record of conversation `seq`
+/// goes to `each`. `Some(found)` when the conversation is over (`found`:
+/// the exact lookup answered, or the dump ended), `None` when more
+/// datagrams follow. A malformed message is an error, never a record.
+pub(crate) fn read_datagram(
+    buf: &[u8],
+    seq: u32,
+    dump: bool,
+    each: &mut impl FnMut(UnixSockInfo),
+) -> Result<Option<bool>, SockDiagError> {
+    let mut off = 0;
+    while off < buf.len() {
+        let msg = NetlinkMessage::<SockDiagMessage>::deserialize(&buf[off..])
+            .map_err(|e| SockDiagError::Decode(e.to_string()))?;
+        let len = msg.header.length as usize;
+        let ours = msg.header.sequence_number == seq;
+        match msg.payload {
+            _ if !ours => {}
+            NetlinkPayload::InnerMessage(SockDiagMessage::UnixResponse(r)) => {
+                each(UnixSockInfo::from_response(&r));
+                if !dump {
+                    return Ok(Some(true));
+                }
+            }
+            NetlinkPayload::Done(_) => return Ok(Some(true)),
+            NetlinkPayload::Error(e) => match e.code {
+                None => return Ok(Some(true)),
+                Some(c) if c.get() == -libc::ENOENT => return Ok(Some(false)),
+                Some(c) => return Err(SockDiagError::Kernel(c.get())),
+            },
+            _ => {}
+        }
+        if len == 0 {
+            break;
+        }
+        // Netlink messages are 4-byte aligned.
+        off += (len + 3) & !3;
+    }
+    Ok(None)
 }
 
 /// The kernel's record of one UNIX socket by inode (exact lookup, no

@@ -245,6 +245,12 @@ pub fn session_from_env(proc_root: &Path, pid: u32, names: &[String]) -> Option<
         return None;
     }
     let raw = std::fs::read(proc_root.join(pid.to_string()).join("environ")).ok()?;
+    session_in_environ(&raw, names)
+}
+
+/// The first of `names` set in `raw` (an environ file: NUL-separated
+/// `NAME=value`, any bytes), bounded and printable.
+pub fn session_in_environ(raw: &[u8], names: &[String]) -> Option<String> {
     for var in raw.split(|&b| b == 0) {
         let Some(eq) = var.iter().position(|&b| b == b'=') else {
             continue;

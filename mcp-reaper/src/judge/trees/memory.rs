@@ -18,10 +18,15 @@ use crate::{procs::identity::ProcKey, procs::procscan};
 pub fn pss_bytes(proc_root: &Path, pid: u32) -> Option<u64> {
     let text =
         std::fs::read_to_string(proc_root.join(pid.to_string()).join("smaps_rollup")).ok()?;
+    parse_pss(&text)
+}
+
+/// The `Pss:` figure of a smaps_rollup text, in bytes.
+pub fn parse_pss(text: &str) -> Option<u64> {
     text.lines()
         .find_map(|l| l.strip_prefix("Pss:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
+        .and_then(|kib| kib.checked_mul(1024))
 }
 
 /// Per-process memory figures (RSS, PSS in bytes), read again only once

@@ -42,6 +42,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 pub use health::{Health, HealthFn, Heartbeat, LIVENESS_STALE};
+#[cfg(feature = "fuzzing")]
+pub(crate) use respond::{request_line, route_path};
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9863";

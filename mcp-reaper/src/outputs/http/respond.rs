@@ -80,11 +80,9 @@ fn verdict(v: Result<(), String>) -> Response {
 
 /// Routes a parsed request line.
 fn route(method: &str, target: &str, registry: &Registry, probes: &Probes<'_>) -> Response {
-    let path = target.split(['?', '#']).next().unwrap_or(target);
-    let known = matches!(path, "/" | "/metrics" | "/livez" | "/readyz" | "/healthz");
-    if !known {
+    let Some(path) = route_path(target) else {
         return Response::text(404, "not found\n");
-    }
+    };
     if method != "GET" && method != "HEAD" {
         let mut r = Response::text(405, "method not allowed\n");
         r.allow = true;
@@ -111,6 +109,30 @@ fn route(method: &str, target: &str, registry: &Registry, probes: &Probes<'_>) -
             allow: false,
         },
     }
+}
+
+/// The method and target of a request head's first line, when it is
+/// `METHOD /target HTTP/1.x`; `None` for anything else (a 400).
+pub(crate) fn request_line(head: &[u8]) -> Option<(String, String)> {
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let line = String::from_utf8_lossy(line);
+    let mut parts = line.split(' ');
+    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(method), Some(target), Some(version), None)
+            if version.starts_with("HTTP/1.") && target.starts_with('/') =>
+        {
+            Some((method.to_owned(), target.to_owned()))
+        }
+        _ => None,
+    }
+}
+
+/// The route `target` names (query and fragment dropped), if any.
+pub(crate) fn route_path(target: &str) -> Option<&'static str> {
+    let path = target.split(['?', '#']).next().unwrap_or(target);
+    ["/", "/metrics", "/livez", "/readyz", "/healthz"]
+        .into_iter()
+        .find(|p| *p == path)
 }
 
 /// Reads the request head: `Ok(None)` when the peer closed first.
@@ -154,19 +176,10 @@ pub(super) async fn connection(
     let (response, head_only) = match head {
         Ok(None) => return Ok(()),
         Err(status) => (Response::text(status, "bad request\n"), false),
-        Ok(Some(head)) => {
-            let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
-            let line = String::from_utf8_lossy(line);
-            let mut parts = line.split(' ');
-            match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(method), Some(target), Some(version), None)
-                    if version.starts_with("HTTP/1.") && target.starts_with('/') =>
-                {
-                    (route(method, target, registry, probes), method == "HEAD")
-                }
-                _ => (Response::text(400, "bad request\n"), false),
-            }
-        }
+        Ok(Some(head)) => match request_line(&head) {
+            Some((method, target)) => (route(&method, &target, registry, probes), method == "HEAD"),
+            None => (Response::text(400, "bad request\n"), false),
+        },
     };
     let mut out = format!(
         "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\

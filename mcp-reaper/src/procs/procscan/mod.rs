@@ -36,3 +36,19 @@ pub use info::{MAX_CMDLINE_BYTES, ProcInfo};
 pub use parse::parse_cgroup;
 pub use read::{is_alive, read_cgroup, read_key, read_process};
 pub use walk::{Snapshot, snapshot};
+
+/// The parsers of one process's files over arbitrary bytes (the fuzz
+/// targets' entry): each answers or errs, whatever the input.
+#[cfg(feature = "fuzzing")]
+pub(crate) fn fuzz_files(data: &[u8]) {
+    let _ = parse::parse_stat(data);
+    let _ = parse::parse_status(data);
+    let (args, _) = parse::parse_cmdline(data, false);
+    let kept: usize = args.iter().map(|a| a.len() + 1).sum();
+    // Lossy UTF-8 may triple a byte (U+FFFD); the budget is in input bytes.
+    assert!(kept <= 3 * MAX_CMDLINE_BYTES + args.len(), "{kept}");
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = parse::parse_pid(text);
+        let _ = parse::parse_cgroup(text);
+    }
+}
