@@ -125,7 +125,17 @@ fn in_our_pid_namespace(
     let sender = peer
         .pid
         .ok_or("the sender's PID is unknown, so its owner PID cannot be translated")?;
+    // The sender's namespace is read through its PID: only while the
+    // sender runs is that PID its own (kernels without SO_PEERPIDFD cannot
+    // tell; the sender waits for the answer, so it normally runs).
+    let gone = "the sender exited before its request was handled: its PID may name another process";
+    if peer.still_running() == Some(false) {
+        return Err(gone.to_owned());
+    }
     let pid = crate::procs::pidns::translate(proc_root, sender, owner.pid)?;
+    if peer.still_running() == Some(false) {
+        return Err(gone.to_owned());
+    }
     if pid != owner.pid {
         info!(
             sender,

@@ -35,6 +35,7 @@
 //! Everything public is re-exported here: callers name `crate::outputs::control::X`.
 
 mod client;
+mod peer;
 mod protocol;
 mod server;
 mod socket;
@@ -46,10 +47,9 @@ pub use client::{
     ControlError, EXIT_MATCHED, EXIT_NO_MATCH, EXIT_UNREACHABLE, EXIT_USAGE, MAX_RESPONSE_BYTES,
     exit_code, parse_owner, request,
 };
+pub use peer::Peer;
 pub use protocol::{
     DEFAULT_SOCKET, MAX_REQUEST_BYTES, MAX_SESSION_BYTES, MatchedTree, OwnerRef, PERMISSION_DENIED,
     ReleaseTarget, Request, Response,
 };
-pub use server::{
-    ControlStats, Handler, IDLE_TIMEOUT, MAX_CONNECTIONS, Peer, serve, serve_counted,
-};
+pub use server::{ControlStats, Handler, IDLE_TIMEOUT, MAX_CONNECTIONS, serve, serve_counted};

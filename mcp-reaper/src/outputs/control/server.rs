@@ -30,6 +30,7 @@ use tokio::{
 };
 
 use super::{
+    peer::Peer,
     protocol::{MAX_REQUEST_BYTES, PERMISSION_DENIED, Request, Response},
     socket::bind,
 };
@@ -43,15 +44,6 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// who sent it. It runs on tokio's blocking pool; a panic in it becomes an
 /// error response.
 pub type Handler = Arc<dyn Fn(Request, Peer) -> Response + Send + Sync>;
-
-/// Who sent a request, from the socket's peer credentials (SO_PEERCRED).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Peer {
-    /// The sender's PID in the daemon's PID namespace (the kernel
-    /// translates it); `None` when the kernel could not name one. A PID in
-    /// a request is in the sender's namespace, which may differ.
-    pub pid: Option<u32>,
-}
 
 /// Server counters (export them as metrics).
 #[derive(Debug, Default)]
@@ -198,14 +190,10 @@ async fn connection(stream: UnixStream, handler: Handler, stats: Arc<ControlStat
             }
         }
     }
-    let sender = Peer {
-        pid: peer
-            .as_ref()
-            .ok()
-            .and_then(tokio::net::unix::UCred::pid)
-            .and_then(|p| u32::try_from(p).ok())
-            .filter(|&p| p > 0),
-    };
+    let sender = Peer::of_socket(
+        std::os::fd::AsRawFd::as_raw_fd(&stream),
+        peer.as_ref().ok().and_then(tokio::net::unix::UCred::pid),
+    );
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
@@ -232,7 +220,8 @@ async fn connection(stream: UnixStream, handler: Handler, stats: Arc<ControlStat
                 Ok(req) => {
                     bump(&stats.requests);
                     let h = Arc::clone(&handler);
-                    match tokio::task::spawn_blocking(move || h(req, sender)).await {
+                    let from = sender.clone();
+                    match tokio::task::spawn_blocking(move || h(req, from)).await {
                         Ok(r) => r,
                         Err(_) => Response::error("internal error: the request handler failed"),
                     }
