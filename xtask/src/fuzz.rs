@@ -313,7 +313,7 @@ fn replace_section(doc: &str, section: &str) -> String {
     format!("{}{section}{}", &doc[..start], &doc[end..])
 }
 
-fn print_table(outcomes: &[Outcome]) {
+pub fn print_table(outcomes: &[Outcome]) {
     println!(
         "\n{:<16} {:>8} {:>12} {:>10} {:>6} {:>7}  result",
         "target", "seconds", "runs", "runs/s", "cov", "corpus"

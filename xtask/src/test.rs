@@ -142,6 +142,7 @@ pub fn run() -> Result<ExitCode> {
 /// Every fuzz target for `fuzz::CI_SECONDS`: a crash fails the step.
 fn fuzz_short() -> Result<()> {
     let outcomes = fuzz::run_targets(&fuzz::TARGETS, fuzz::CI_SECONDS, 1)?;
+    fuzz::print_table(&outcomes);
     let crashed: Vec<String> = outcomes
         .iter()
         .filter_map(|o| Some(format!("{}: {}", o.target, o.crash.as_ref()?.display())))
