@@ -336,41 +336,32 @@ fn ensure_cargo_fuzz() -> Result<Outcome> {
     {
         return Ok(Outcome::Ok);
     }
-    let package = format!("cargo-fuzz@{CARGO_FUZZ_VERSION}");
-    announce(
-        &format!("building {package} from source"),
+    install_tool(
+        &format!("cargo-fuzz@{CARGO_FUZZ_VERSION}"),
+        &root,
         "one to three minutes on two cores",
-    );
-    let args: [&OsStr; 5] = [
-        "install".as_ref(),
-        "--locked".as_ref(),
-        package.as_ref(),
-        "--root".as_ref(),
-        root.as_os_str(),
-    ];
-    cargo(&args)
-        .env_remove("CARGO_TARGET_DIR")
-        .run()
-        .with_context(|| {
-            format!(
-                "build it by hand: cargo install --locked {package} --root {}",
-                root.display()
-            )
-        })?;
-    Ok(Outcome::Installed)
+    )
 }
 
 fn ensure_cargo_deb() -> Result<Outcome> {
     let root = cargo_deb_root();
-    let bin = root.join("bin").join("cargo-deb");
-    if Cmd::new(&bin).args(["--version"]).succeeds() {
+    if Cmd::new(root.join("bin").join("cargo-deb"))
+        .args(["--version"])
+        .succeeds()
+    {
         return Ok(Outcome::Ok);
     }
-    let package = format!("cargo-deb@{CARGO_DEB_VERSION}");
-    announce(
-        &format!("building {package} from source"),
+    install_tool(
+        &format!("cargo-deb@{CARGO_DEB_VERSION}"),
+        &root,
         "three to six minutes on two cores",
-    );
+    )
+}
+
+/// `cargo install --locked <package> --root <root>`, announced first with
+/// how long it takes (`estimate`).
+fn install_tool(package: &str, root: &std::path::Path, estimate: &str) -> Result<Outcome> {
+    announce(&format!("building {package} from source"), estimate);
     let args: [&OsStr; 5] = [
         "install".as_ref(),
         "--locked".as_ref(),
