@@ -6,6 +6,7 @@
 //! (set by `cargo xtask test` when it runs as root, so in CI) it fails.
 
 pub mod host;
+pub mod rerun;
 pub mod sdk;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,18 @@ pub fn privileged(test: &str) -> bool {
     }
     eprintln!("{reason}");
     false
+}
+
+/// For a test that cannot do its job on this machine (a kernel knob it
+/// needs is missing, say): prints why and returns, so the caller returns
+/// too, or panics when privileged runs are required (in CI a skip is a
+/// failure).
+pub fn cannot_run(test: &str, why: &str) {
+    let reason = format!("{test}: skipped: {why}");
+    if std::env::var_os("MCP_REAPER_REQUIRE_PRIVILEGED").is_some_and(|v| v == "1") {
+        panic!("{reason}, but MCP_REAPER_REQUIRE_PRIVILEGED=1");
+    }
+    eprintln!("{reason}");
 }
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes.

@@ -18,7 +18,7 @@ use mcp_reaper::{
     reaper::{self, Outcome, ProcDescendants, ReapPlan, ReapReport},
     trees::members_of,
 };
-use mcp_reaper_tests::{kill_if_same, privileged, wait_until};
+use mcp_reaper_tests::{cannot_run, kill_if_same, privileged, wait_until};
 
 const PROC: &str = "/proc";
 
@@ -233,6 +233,63 @@ fn setsid_double_fork_escapee_is_reaped() {
     cleanup.children = vec![host];
 }
 
+/// The never list, the reaper itself and its ancestors are checked for every
+/// member, not only above the root: a never-listed process inside the tree,
+/// and the test process and its parent handed over as members (as wrong
+/// evidence would hand them), are refused and survive; the rest goes.
+#[test]
+fn never_listed_self_and_ancestor_members_are_refused_inside_the_tree() {
+    if !privileged("never_listed_self_and_ancestor_members_are_refused_inside_the_tree") {
+        return;
+    }
+    let target = sh("sleep 7313 & sleep 7314 & wait");
+    let root = key_of(target.id());
+    let mut cleanup = Cleanup {
+        children: vec![],
+        keys: vec![root],
+        markers: vec![vec!["sleep", "7314"]],
+    };
+    assert!(
+        wait_until(Duration::from_secs(5), || tree(root).len() == 3),
+        "the tree never had its two sleeps: {:?}",
+        tree(root)
+    );
+    let members = tree(root);
+    let kept = *with_cmdline(&["sleep", "7314"])
+        .iter()
+        .find(|k| members.contains(k))
+        .expect("the never-listed sleep is a member");
+    let me = key_of(std::process::id());
+    // SAFETY: getppid has no preconditions.
+    let parent = key_of(unsafe { libc::getppid() } as u32);
+    let mut handed = members.clone();
+    handed.extend([me, parent]);
+
+    let report = reap(&ReapPlan {
+        never: vec![kept],
+        ..plan(root, handed, 300)
+    });
+
+    assert!(alive(kept), "the never-listed member {kept} was killed");
+    for k in members.iter().filter(|k| **k != kept) {
+        assert!(!alive(*k), "member {k} survived");
+    }
+    for (k, why) in [
+        (kept, reaper::WHY_NEVER),
+        (me, reaper::WHY_SELF),
+        (parent, reaper::WHY_ANCESTOR),
+    ] {
+        assert!(
+            report.refused.contains(&(k, why)),
+            "{k} not refused as {why:?}: {:?}",
+            report.refused
+        );
+    }
+    assert!(report.members.iter().all(|m| m.key != kept));
+    assert_self_untouched(&report);
+    cleanup.children = vec![target];
+}
+
 #[test]
 fn tree_forking_in_a_tight_loop_is_reaped_completely() {
     if !privileged("tree_forking_in_a_tight_loop_is_reaped_completely") {
@@ -330,7 +387,10 @@ fn reused_pid_is_not_signalled() {
     let mut reuser = None;
     for _ in 0..50 {
         if std::fs::write("/proc/sys/kernel/ns_last_pid", (key.tgid - 1).to_string()).is_err() {
-            eprintln!("reused_pid_is_not_signalled: skipped: ns_last_pid is not writable here");
+            cannot_run(
+                "reused_pid_is_not_signalled",
+                "ns_last_pid is not writable here",
+            );
             return;
         }
         let mut c = sleep("7306");
