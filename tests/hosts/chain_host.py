@@ -25,11 +25,14 @@ descendant). One script, four roles (argv[1]):
           any survivor in it, exits. --stuck: ignores upstream EOF (a relay
           of an ended session left behind).
   server  server [--delay S] [--escape keep|closeall --marker F] [--double-fork]
-          [--exec ARGV...]: a wrapper. --escape: a child escapes after 1 s
-          with setsid and a double fork, keeping its inherited fds or
-          closing them all, and writes its PID to F. --double-fork: after
-          1 s the launcher double-forks the real server and exits. --exec:
-          the real server (else a minimal MCP server that ignores EOF).
+          [--nested-host] [--exec ARGV...]: a wrapper. --escape: a child
+          escapes after 1 s with setsid and a double fork, keeping its
+          inherited fds or closing them all, and writes its PID to F.
+          --double-fork: after 1 s the launcher double-forks the real server
+          and exits. --nested-host: starts `chain_host.py host` as its child
+          (a server that is itself an agent host), its stdin a pipe whose
+          write end it holds itself, its stdout /dev/null. --exec: the real server
+          (else a minimal MCP server that ignores EOF).
 """
 
 import json
@@ -205,6 +208,16 @@ def server(args):
                 while True:
                     time.sleep(600)
             os._exit(0)
+    if "--nested-host" in args:
+        if os.fork() == 0:
+            # The host holds the write end of its own stdin: it never sees
+            # EOF, so it outlives this server unless it is killed.
+            r, w = os.pipe()
+            os.dup2(r, 0)
+            os.set_inheritable(w, True)
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, 1)
+            os.execv(sys.executable, [sys.executable, SELF, "host"])
     if "--double-fork" in args:
         time.sleep(1)
         if os.fork() == 0:

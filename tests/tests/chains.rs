@@ -315,6 +315,60 @@ fn chain_teardown_and_a_stuck_anchor_leave_the_host_side_untouched() {
     );
 }
 
+/// A host inside a released tree (a server that is itself an agent host) is
+/// on the never list: when its tree is reaped, it survives. Unlike the
+/// stuck anchor above (which sits above the tree's root, where the member
+/// walk never goes), this host is a member the reaper meets, so only the
+/// never list keeps it alive.
+#[test]
+fn a_host_inside_a_reaped_tree_is_never_killed() {
+    if !privileged("a_host_inside_a_reaped_tree_is_never_killed") {
+        return;
+    }
+    let d = Daemon::start(SourceChoice::Ebpf, config());
+    let mut h = ChainHost::start();
+    let n = h.spawn("n", &["--nested-host"], true, true);
+    wait_live(&d, n.root);
+    let nested = || {
+        server_tree_pids(n.root)
+            .into_iter()
+            .find(|&p| mcp_reaper_tests::host::cmdline(p).contains("chain_host.py host"))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), || nested().is_some()),
+        "the server never started its nested host: {:?}",
+        server_tree_pids(n.root)
+    );
+    let inner = nested().unwrap();
+    h.remember(inner);
+    let inner_start = start_ticks(inner);
+    let others: Vec<u32> = server_tree_pids(n.root)
+        .into_iter()
+        .filter(|&p| p != inner)
+        .collect();
+    // The daemon has seen the nested host as a host before the session ends.
+    std::thread::sleep(GRACE);
+    h.end("n");
+    let reap_of_n = || d.read(|s| s.reaps.iter().find(|r| r.root.tgid == n.root).cloned());
+    assert!(
+        wait_until(Duration::from_secs(15), || reap_of_n().is_some()),
+        "the released tree {} was never reaped: {:?}",
+        n.root,
+        d.tree(n.root)
+    );
+    assert!(
+        wait_until(Duration::from_secs(5), || gone(&others)),
+        "the rest of the tree survives: {others:?}"
+    );
+    assert!(
+        is_alive(inner) && start_ticks(inner) == inner_start,
+        "the nested host {inner} was killed with its tree: {:?}",
+        reap_of_n()
+    );
+    assert!(!d.reaped_pids().contains(&inner));
+    assert!(is_alive(n.anchor), "the stuck anchor is host side");
+}
+
 /// Setsid escapees of a wrapper (one keeping its inherited fds, lineage
 /// socket included, one closing them all) are untouched during the session
 /// and reaped as `remnant` within grace + 1 s of its end. A launcher that
