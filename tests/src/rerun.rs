@@ -1,8 +1,9 @@
-//! Runs one test of the current test binary again in a process of its own,
+//! Runs one test of the current test binary again in a process of its own:
 //! inside a fresh PID namespace with its own /proc, so that a test can
 //! check what needs a complete walk of /proc on a machine where some
 //! process of the outer namespace (a sandbox's PID 1) cannot be read even
-//! by root.
+//! by root; or as an unprivileged user, so that a test can see what a
+//! client without root gets.
 //!
 //! Owns: the inner run's command line and its verdict. Must never: count an
 //! inner run that ran no test as passed (libtest exits 0 when its filter
@@ -22,25 +23,42 @@ pub fn is_inner(test: &str) -> bool {
 /// namespaces with /proc mounted for them (`unshare --pid --fork --mount
 /// --mount-proc`), and panics with its output unless it ran and passed.
 pub fn in_own_pid_namespace(test: &str) {
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|e| panic!("{test}: cannot name this test binary: {e}"));
-    let out = Command::new("unshare")
-        .args(["--pid", "--fork", "--mount", "--mount-proc", "--"])
-        .arg(&exe)
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--pid", "--fork", "--mount", "--mount-proc", "--"])
+        .arg(this_binary(test));
+    run(test, cmd, "in its own PID namespace");
+}
+
+/// Runs `test` of this test binary alone as uid and gid 65534 (nobody, no
+/// supplementary groups, no capabilities), with `env` added, and panics
+/// with its output unless it ran and passed.
+pub fn as_nobody(test: &str, env: &[(&str, &str)]) {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(this_binary(test));
+    cmd.uid(65534).gid(65534).envs(env.iter().copied());
+    run(test, cmd, "as uid 65534");
+}
+
+fn this_binary(test: &str) -> std::path::PathBuf {
+    std::env::current_exe().unwrap_or_else(|e| panic!("{test}: cannot name this test binary: {e}"))
+}
+
+fn run(test: &str, mut cmd: Command, how: &str) {
+    let out = cmd
         .args(["--exact", test, "--nocapture", "--test-threads=1"])
         .env(INNER, test)
         .output()
-        .unwrap_or_else(|e| panic!("{test}: cannot run unshare: {e}"));
+        .unwrap_or_else(|e| panic!("{test}: cannot start the run {how}: {e}"));
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("--- inner run of {test} ---\n{stdout}{stderr}--- end of inner run ---");
     assert!(
         out.status.success(),
-        "{test}: the run in its own PID namespace failed ({})",
+        "{test}: the run {how} failed ({})",
         out.status
     );
     assert!(
         stdout.contains("test result: ok. 1 passed"),
-        "{test}: the run in its own PID namespace ran no test"
+        "{test}: the run {how} ran no test"
     );
 }

@@ -25,7 +25,7 @@ use mcp_reaper::{
         Response,
     },
 };
-use mcp_reaper_tests::{privileged, wait_until};
+use mcp_reaper_tests::{privileged, rerun, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -473,8 +473,34 @@ fn a_non_root_peer_is_refused() {
             .unwrap()
             .ok
     );
-    // The client reports the refusal as permission denied, exit 3.
-    let refused: Result<Response, ControlError> =
-        Err(ControlError::PermissionDenied { detail: "x".into() });
-    assert_eq!(control::exit_code(&refused), control::EXIT_UNREACHABLE);
+}
+
+/// The client run by a non-root user against a socket it may open reports
+/// the daemon's refusal as permission denied, exit 3. The test runs itself
+/// again as uid 65534 for the client's side.
+#[test]
+fn the_client_reports_a_refusal_as_permission_denied() {
+    const TEST: &str = "the_client_reports_a_refusal_as_permission_denied";
+    const SOCKET_ENV: &str = "MCP_REAPER_TEST_CONTROL_SOCKET";
+    if rerun::is_inner(TEST) {
+        let path = std::env::var(SOCKET_ENV).unwrap();
+        let res = control::request(Path::new(&path), &release_owner(1, None, false), TIMEOUT);
+        assert!(
+            matches!(res, Err(ControlError::PermissionDenied { .. })),
+            "{res:?}"
+        );
+        assert_eq!(control::exit_code(&res), control::EXIT_UNREACHABLE);
+        return;
+    }
+    if !privileged(TEST) {
+        return;
+    }
+    let dir = TempDir::new();
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.0.join("control.sock");
+    let server = Server::start(&path);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    rerun::as_nobody(TEST, &[(SOCKET_ENV, path.to_str().unwrap())]);
+    assert_eq!(server.stats.refused.load(Ordering::Relaxed), 1);
+    assert!(server.seen.lock().unwrap().is_empty());
 }
