@@ -36,18 +36,44 @@ fn kill_9_between_release_and_reap_then_restart_reaps_the_orphan_only() {
     let live = host.spawn("live", Transport::Pipe, &[]);
     let orphan_pids = server_tree_pids(orphan.pid);
     let live_pids = server_tree_pids(live.pid);
-    std::thread::sleep(Duration::from_millis(500));
+    for s in [&orphan, &live] {
+        let root = format!("\"root\":\"{}@", s.pid);
+        daemon.wait_log(
+            "the tree's discovery",
+            Duration::from_secs(15),
+            &["tree discovered", &root],
+        );
+    }
 
     host.close_stdin("orphan");
-    std::thread::sleep(Duration::from_millis(500)); // inside the 3 s grace
+    // The first daemon saw the release; its 3 s grace runs from here.
+    let orphan_root = format!("\"root\":\"{}@", orphan.pid);
+    daemon.wait_log(
+        "the orphan's detection",
+        Duration::from_secs(5),
+        &["orphan detected", &orphan_root],
+    );
+    let detected = std::time::Instant::now();
+    assert!(
+        !daemon.logged(&["tree reaped"]),
+        "a reap began inside the grace"
+    );
     daemon.kill_9(); // SIGKILL: no shutdown path runs
-    std::thread::sleep(Duration::from_secs(4)); // past the grace
+    // Time passes beyond the grace with no daemon: nothing may act.
+    std::thread::sleep(
+        (detected + Duration::from_secs(4)).saturating_duration_since(std::time::Instant::now()),
+    );
     assert!(
         orphan_pids.iter().all(|p| is_alive(*p)),
         "nothing may act while the daemon is down"
     );
 
     let daemon = start_daemon(&config);
+    daemon.wait_log(
+        "the pending orphan's reap",
+        Duration::from_secs(20),
+        &["tree reaped", &orphan_root],
+    );
     assert!(
         wait_until(Duration::from_secs(20), || orphan_pids
             .iter()
@@ -91,7 +117,12 @@ fn a_death_between_sigstop_and_sigcont_leaves_no_tree_frozen() {
     let mut host = TestHost::start();
     let s = host.spawn("s", Transport::Socket, &[]);
     let pids = server_tree_pids(s.pid);
-    std::thread::sleep(Duration::from_secs(1));
+    let root = format!("\"root\":\"{}@", s.pid);
+    dying.wait_log(
+        "the tree's discovery",
+        Duration::from_secs(15),
+        &["tree discovered", &root],
+    );
     host.close_stdin("s");
     let died = wait_until(Duration::from_secs(20), || {
         dying.child.try_wait().unwrap().is_some()

@@ -26,9 +26,36 @@ pub struct DaemonProcess {
     pub child: Child,
     /// Its control socket.
     pub socket: PathBuf,
+    /// Every line it logged (JSON), the `ready` line included.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl DaemonProcess {
+    /// Waits up to `timeout` for a logged line containing every one of
+    /// `parts`; panics naming `what` and the log's tail if none came.
+    pub fn wait_log(&self, what: &str, timeout: Duration, parts: &[&str]) {
+        let found = mcp_reaper_tests::wait_until(timeout, || self.logged(parts));
+        if !found {
+            let log = self
+                .log
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tail = log[log.len().saturating_sub(20)..].join("\n");
+            panic!(
+                "waited {timeout:?} for the daemon to log {what} ({parts:?}); its last lines:\n{tail}"
+            );
+        }
+    }
+
+    /// Whether some logged line contains every one of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        self.log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
+    }
+
     /// SIGKILL: no shutdown path runs.
     pub fn kill_9(mut self) {
         let _ = self.child.kill();
@@ -78,23 +105,35 @@ pub fn start_daemon_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> 
         .spawn()
         .expect("start the daemon");
     let rx = mcp_reaper_tests::lines_of(child.stderr.take().expect("stderr"));
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = |l: String| {
+        if std::env::var_os("MCP_REAPER_TEST_DAEMON_LOG").is_some() {
+            eprintln!("daemon: {l}");
+        }
+        log.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(l);
+    };
     loop {
         let line = rx
             .recv_timeout(Duration::from_secs(60))
             .expect("daemon logs ready");
-        if std::env::var_os("MCP_REAPER_TEST_DAEMON_LOG").is_some() {
-            eprintln!("daemon: {line}");
-        }
-        if line.contains("\"ready\"") {
-            // Keep draining in the background.
+        let ready = line.contains("\"ready\"");
+        keep(line);
+        if ready {
+            // Keep draining (and keeping) in the background.
+            let log2 = std::sync::Arc::clone(&log);
             std::thread::spawn(move || {
                 while let Ok(l) = rx.recv() {
                     if std::env::var_os("MCP_REAPER_TEST_DAEMON_LOG").is_some() {
                         eprintln!("daemon: {l}");
                     }
+                    log2.lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(l);
                 }
             });
-            return DaemonProcess { child, socket };
+            return DaemonProcess { child, socket, log };
         }
     }
 }
