@@ -51,6 +51,10 @@ pub(crate) use bounds::shrink;
 pub use entry::{EXIT_CODE_UNKNOWN, ExitReporting, Origin, ProcEntry, TrackerStats};
 pub use table::Tracker;
 
+/// Property: a resync makes the table agree with /proc, whatever became
+/// of the events.
+#[cfg(test)]
+mod props;
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests;

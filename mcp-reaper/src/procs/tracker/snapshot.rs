@@ -37,10 +37,17 @@ impl Tracker {
     /// queued meanwhile afterwards: they are idempotent against the scan.
     pub fn resync(&mut self, snapshot: &[ProcInfo]) {
         let shown: HashSet<ProcKey> = snapshot.iter().map(|p| p.key).collect();
+        // Zombies are exited before the prune, so that nothing is kept
+        // for them alone: lineage matters only to live descendants.
+        let alive: HashSet<ProcKey> = snapshot
+            .iter()
+            .filter(|p| !p.is_zombie())
+            .map(|p| p.key)
+            .collect();
         let gone: Vec<ProcKey> = self
             .entries
             .values()
-            .filter(|e| e.is_live() && !shown.contains(&e.key))
+            .filter(|e| e.is_live() && !alive.contains(&e.key))
             .map(|e| e.key)
             .collect();
         for key in gone {

@@ -97,8 +97,8 @@ fn table(t: &Tracker) -> Vec<ProcEntry> {
     v
 }
 
-/// The indexes agree with the entries.
-fn check(t: &Tracker) {
+/// The indexes agree with the entries (also the property test's check).
+pub(super) fn check(t: &Tracker) {
     for e in t.entries.values() {
         if e.is_live() {
             assert_eq!(

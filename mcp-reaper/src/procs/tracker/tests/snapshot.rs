@@ -152,3 +152,26 @@ fn a_full_table_drops_new_entries_and_degrades() {
     assert_eq!(t.stats().dropped, 2);
     check(&t);
 }
+
+#[test]
+fn resync_drops_what_only_a_zombie_descends_from_at_once() {
+    // Found by the property test in `props`: zombies were marked exited
+    // after the prune, so the first resync kept their exited ancestors and
+    // the next one dropped them: two resyncs with one scan disagreed.
+    let mut t = Tracker::new(100);
+    t.seed(&[info(k(1, 1), 0, "init"), info(k(10, 10), 1, "parent")]);
+    t.apply(&fork(k(10, 10), k(11, 11), Watch::default()));
+    // Lost: the exit of 10, then that of 11, reparented to init meanwhile
+    // and not reaped yet.
+    t.mark_lost(2);
+    let mut zombie = info(k(11, 11), 1, "child");
+    zombie.state = 'Z';
+    let scan = [info(k(1, 1), 0, "init"), zombie];
+    t.resync(&scan);
+    assert_eq!(t.get(k(10, 10)), None, "no live descendant: dropped");
+    assert_eq!(t.get(k(11, 11)).unwrap().exited, Some(EXIT_CODE_UNKNOWN));
+    let once = table(&t);
+    t.resync(&scan);
+    assert_eq!(table(&t), once);
+    check(&t);
+}
