@@ -167,6 +167,7 @@ fn the_shipped_service_reaps_a_released_tree_and_leaves_the_live_one() {
     let mut daemon = common::DaemonProcess {
         child,
         socket: dir.path().join("control.sock"),
+        log: Default::default(),
     };
     let log = lines_of(daemon.child.stderr.take().unwrap());
     let ready = wait_until(Duration::from_secs(60), || {

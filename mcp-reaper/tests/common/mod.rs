@@ -26,8 +26,9 @@ pub struct DaemonProcess {
     pub child: Child,
     /// Its control socket.
     pub socket: PathBuf,
-    /// Every line it logged (JSON), the `ready` line included.
-    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Every line it logged (JSON), the `ready` line included; empty for a
+    /// daemon whose stderr the caller reads itself.
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl DaemonProcess {
