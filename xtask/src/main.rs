@@ -9,6 +9,7 @@
 //! (`~/.cache/mcp-reaper`, or `$MCP_REAPER_TOOLS_DIR`) except through the
 //! system package manager in `setup --tests`.
 mod bench;
+mod child_daemon;
 mod cmd;
 mod dist;
 mod fuzz;
@@ -16,7 +17,10 @@ mod image;
 mod layout;
 mod paths;
 mod plain_build;
+mod sections;
 mod setup;
+mod soak;
+mod stats;
 mod test;
 mod toolchain;
 
@@ -79,6 +83,17 @@ enum Command {
     /// Internal to `bench latency`: storms when told on stdin.
     #[command(name = bench::WORKER_COMMAND, hide = true)]
     StormWorker,
+    /// A hostile, seeded soak of the daemon (root): many concurrent session
+    /// lifecycles of every scenario kind, chaos by flag, ground truth from
+    /// /proc and pidfds; one JSON verdict line, non-zero on any false kill
+    /// or leak.
+    Soak(soak::SoakArgs),
+    /// Internal to `soak`: a stand-in MCP host.
+    #[command(name = soak::host::HOST_COMMAND, hide = true)]
+    SoakHost(soak::host::HostArgs),
+    /// Internal to `soak`: holds an fd passed over SCM_RIGHTS.
+    #[command(name = soak::host::KEEPER_COMMAND, hide = true)]
+    SoakKeeper,
 }
 
 fn main() -> ExitCode {
@@ -94,6 +109,9 @@ fn main() -> ExitCode {
         Command::Layout(args) => Ok(layout::run(&args)),
         Command::Bench(args) => bench::run(&args),
         Command::StormWorker => bench::storm_worker(),
+        Command::Soak(args) => soak::run(&args),
+        Command::SoakHost(args) => soak::host::host(&args),
+        Command::SoakKeeper => soak::host::keeper(),
     };
     match result {
         Ok(code) => code,

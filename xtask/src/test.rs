@@ -2,7 +2,9 @@
 //! runs the format check, the import-cycle check between files (`layout`),
 //! clippy (host crates, then the eBPF crate for its own target), the
 //! container image (root only; `tests/tests/container.rs` runs it), the
-//! whole test suite, a few seconds of every fuzz target (`fuzz`), the plain-cargo build check (`plain_build`) and, as root, the
+//! whole test suite, a few seconds of every fuzz target (`fuzz`), as root
+//! the CI-sized soak (`soak::ci`), the plain-cargo build check
+//! (`plain_build`) and, as root, the
 //! Debian package's round trip (`dist::roundtrip`), and prints a summary.
 //! As root, privileged tests are required to run: they fail instead of
 //! skipping (`MCP_REAPER_REQUIRE_PRIVILEGED=1`).
@@ -22,6 +24,7 @@ use crate::layout;
 use crate::paths::npm_dir;
 use crate::plain_build;
 use crate::setup::{self, Scope};
+use crate::soak;
 use crate::toolchain::nightly_cargo;
 
 /// The kernel programs build only for `bpfel-unknown-none` (no_std, own
@@ -133,6 +136,14 @@ pub fn run() -> Result<ExitCode> {
             test.run()
         }));
         results.push(timed("fuzz (short runs)", fuzz_short));
+        results.push(if privileged {
+            timed("soak (CI size)", soak::ci)
+        } else {
+            skipped(
+                "soak (CI size)",
+                "not root: the soak runs the daemon".into(),
+            )
+        });
         packaging_steps(&mut results);
     }
 

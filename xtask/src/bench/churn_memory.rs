@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 
 use super::context::Context;
-use super::daemon::{Daemon, Memory, RunArgs, mib};
 use super::report::Section;
 use super::shared::{Fleet, Scratch, percentile};
+use crate::child_daemon::{Daemon, Memory, RunArgs, mib};
 
 const TITLE: &str = "Memory under process churn";
 /// Rest before the first reading.

@@ -14,7 +14,6 @@
 //! storms, statistics) and `report` (sections of BENCHMARKS.md).
 mod churn_memory;
 mod context;
-mod daemon;
 mod latency;
 mod report;
 mod scan;

@@ -47,49 +47,8 @@ pub fn write_section(path: &Path, section: &Section) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("rename to {}", path.display()))
 }
 
-/// Splits a document into its preamble and `(title, block)` sections; a
-/// `## ` line inside a fenced code block does not start a section.
-fn split_sections(text: &str) -> (String, Vec<(String, String)>) {
-    let mut preamble = String::new();
-    let mut sections: Vec<(String, String)> = Vec::new();
-    let mut in_fence = false;
-    for line in text.split_inclusive('\n') {
-        if line.trim_start().starts_with("```") {
-            in_fence = !in_fence;
-        }
-        let heading = (!in_fence)
-            .then(|| line.strip_prefix("## "))
-            .flatten()
-            .map(|t| t.trim().to_owned());
-        match (heading, sections.last_mut()) {
-            (Some(title), _) => sections.push((title, line.to_owned())),
-            (None, Some((_, block))) => block.push_str(line),
-            (None, None) => preamble.push_str(line),
-        }
-    }
-    (preamble, sections)
-}
-
 pub fn upsert_section(existing: &str, title: &str, body: &str) -> String {
-    let (preamble, mut sections) = split_sections(existing);
-    let block = format!("## {title}\n\n{}\n", body.trim());
-    match sections.iter_mut().find(|(t, _)| t == title) {
-        Some((_, old)) => *old = block,
-        None => sections.push((title.to_owned(), block)),
-    }
-    let preamble = if preamble.trim().is_empty() {
-        PREAMBLE
-    } else {
-        preamble.as_str()
-    };
-    let mut out = preamble.trim_end().to_owned();
-    out.push('\n');
-    for (_, block) in &sections {
-        out.push('\n');
-        out.push_str(block.trim_end());
-        out.push('\n');
-    }
-    out
+    crate::sections::upsert(existing, PREAMBLE, title, body)
 }
 
 #[cfg(test)]

@@ -18,9 +18,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use super::context::Context;
-use super::daemon::{Memory, RunArgs, free_addr, get_metrics, mib, sum_by_state, wait_live_trees};
 use super::report::Section;
 use super::shared::{Fleet, Scratch, count_processes, percentile};
+use crate::child_daemon::{
+    Memory, RunArgs, free_addr, get_metrics, mib, sum_by_state, wait_live_trees,
+};
 
 const TITLE: &str = "Metrics scrape and footprint at scale";
 const DISCOVERY_TIMEOUT: Duration = Duration::from_secs(300);

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{Context as _, Result, bail};
 use rustix::process::{Pid, Signal, kill_process_group};
 
+pub use crate::stats::percentile;
+
 /// A fake server's script: bash stays the tree's root (it runs `sleep` as a
 /// child and then `exit`), so its command line keeps matching the rule for
 /// the tree's whole life.
@@ -167,15 +169,6 @@ pub fn storm(spawns: u32) -> Result<Duration> {
     Ok(start.elapsed())
 }
 
-/// Nearest-rank percentile of sorted values.
-pub fn percentile<T: Copy>(sorted: &[T], p: f64) -> Option<T> {
-    if sorted.is_empty() {
-        return None;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil() as usize;
-    sorted.get(rank.clamp(1, sorted.len()) - 1).copied()
-}
-
 /// The median; of an even count, the mean of the middle two.
 pub fn median(mut values: Vec<Duration>) -> Option<Duration> {
     values.sort();
@@ -206,14 +199,5 @@ mod tests {
             median(vec![ms(4), ms(1), ms(2), ms(3)]),
             Some(ms(2) + ms(500) / 1000)
         );
-    }
-
-    #[test]
-    fn percentiles_nearest_rank() {
-        let v: Vec<i64> = (1..=200).collect();
-        assert_eq!(percentile(&v, 50.0), Some(100));
-        assert_eq!(percentile(&v, 99.0), Some(198));
-        assert_eq!(percentile(&v, 100.0), Some(200));
-        assert_eq!(percentile::<i64>(&[], 50.0), None);
     }
 }

@@ -8,9 +8,9 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 
 use super::context::Context;
-use super::daemon::{Daemon, Memory};
 use super::report::Section;
 use super::shared::{STORM_PROGRAM, median, storm};
+use crate::child_daemon::{Daemon, Memory};
 
 const TITLE: &str = "Spawn storm";
 const DAEMON_ARGS: &[&str] = &["run", "--source", "ebpf"];

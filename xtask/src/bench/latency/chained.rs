@@ -26,8 +26,8 @@ use rustix::process::{Pid, Signal, kill_process_group};
 use super::audit::{TierResult, tier_result, wait_reaped};
 use super::tier::{DISCOVERY_TIMEOUT, SETTLE};
 use crate::bench::context::Context;
-use crate::bench::daemon::{RunArgs, free_addr, wait_live_trees};
 use crate::bench::shared::{BATCH, BATCH_PAUSE, CONFIG, SERVER_SCRIPT, now_us};
+use crate::child_daemon::{RunArgs, free_addr, wait_live_trees};
 use crate::paths::repo_root;
 
 pub(super) const SOURCE: &str = "ebpf (chained host)";

@@ -15,8 +15,8 @@ use anyhow::{Context as _, Result, bail};
 
 use super::tier::{CLOSE_TIER, start_daemon, tracked_live, wait_discovered};
 use crate::bench::context::Context;
-use crate::bench::daemon::Daemon;
 use crate::bench::shared::{Fleet, median, storm};
+use crate::child_daemon::Daemon;
 
 /// Where a storm runs: this process (the host of the live trees, so every
 /// spawn is a candidate tree and every close is inspected) or a worker

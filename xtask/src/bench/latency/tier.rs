@@ -15,8 +15,8 @@ use anyhow::{Context as _, Result, bail};
 
 use super::audit::{TierResult, tier_result, wait_reaped};
 use crate::bench::context::Context;
-use crate::bench::daemon::{Daemon, RunArgs};
 use crate::bench::shared::Fleet;
+use crate::child_daemon::{Daemon, RunArgs};
 
 /// The eBPF tier run with `--close-tier on` (the kernel's close records
 /// instead of the stdin watches `auto` picks where they work).

@@ -1,11 +1,12 @@
-//! The daemon as a benchmark subject: started as a child (with the command
-//! line [`RunArgs`] builds), ready when a line on its stderr contains the
-//! word `ready`, measured through /proc/<pid>/status and `/metrics`, stopped
-//! with SIGTERM. Dropping a [`Daemon`] that was not stopped kills it, so a
-//! failed benchmark leaves nothing running.
+//! The daemon as a child of the benchmarks and of the soak: started with
+//! the command line [`RunArgs`] builds, ready when a line on its stderr
+//! contains the word `ready`, measured through /proc/<pid>/status and
+//! `/metrics`, stopped with SIGTERM (or, by the soak, killed with SIGKILL).
+//! Dropping a [`Daemon`] that was not stopped kills it, so a failed run
+//! leaves nothing running.
 //!
 //! Owns: the daemon's process and what is read from it. Must never: import
-//! a benchmark module, or signal any process but its own child.
+//! a benchmark or soak module, or signal any process but its own child.
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -110,9 +111,16 @@ fn has_word(line: &str, word: &str) -> bool {
 
 impl Daemon {
     pub fn start(bin: &Path, args: &[&str]) -> Result<Self> {
+        Self::start_with_env(bin, args, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (the daemon's
+    /// fault-injection hooks).
+    pub fn start_with_env(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Result<Self> {
         let command = format!("{} {}", bin.display(), args.join(" "));
         let mut child = Command::new(bin)
             .args(args)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -226,6 +234,16 @@ impl Daemon {
             STOP_TIMEOUT.as_secs(),
             self.stderr_text()
         )
+    }
+
+    /// The daemon's PID, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// SIGKILL and reap, as a crash would end it (the soak's chaos).
+    pub fn kill9(mut self) {
+        self.kill();
     }
 
     fn kill(&mut self) {

@@ -1,0 +1,92 @@
+//! RELIABILITY.md's "Soak" section, written by `cargo xtask soak --record`.
+//!
+//! Owns: the section's shape. Must never: decide the verdict (`SoakResult`
+//! does) or write anything but RELIABILITY.md.
+use std::fmt::Write as _;
+
+use anyhow::{Context as _, Result};
+
+use crate::paths::repo_root;
+use crate::stats::percentile;
+
+use super::result::SoakResult;
+
+const TITLE: &str = "Soak";
+const PREAMBLE: &str = "# Reliability\n";
+
+fn body(command: &str, r: &SoakResult) -> String {
+    let date = crate::cmd::Cmd::new("date")
+        .args(["-u", "+%Y-%m-%d"])
+        .stdout()
+        .unwrap_or_default();
+    let ms = |q| percentile(&r.reap_ms, q).map_or_else(|| "n/a".to_owned(), |v| format!("{v} ms"));
+    let mut b = format!(
+        "- Command: `{}` (as root)\n- Date: {}\n- Verdict: **{}** in {} s\n\n",
+        command,
+        date.trim(),
+        if r.passed() { "pass" } else { "fail" },
+        r.elapsed.as_secs()
+    );
+    b.push_str("| kind | lifecycles |\n| --- | --- |\n");
+    for (k, n) in &r.by_kind {
+        let _ = writeln!(b, "| {k} | {n} |");
+    }
+    let _ = write!(
+        b,
+        "\n| measure | value |\n| --- | --- |\n\
+         | false kills | {} |\n| leaks | {} |\n| harness errors | {} |\n\
+         | trees let go (reap latency measured) | {} |\n\
+         | reap latency p50 / p99 / max (let go to gone; 100 ms sweeps) | {} / {} / {} |\n\
+         | reap records in the audit log (all checked) | {} |\n\
+         | daemon restarts survived (SIGKILL) | {} |\n| release calls | {} |\n\
+         | unrelated fork/exec in bursts | {} |\n\
+         | PID reuse: bystanders placed on a recycled tree PID / tries | {} / {} |\n\
+         | events lost (kernel ring) | {} |\n| resyncs | {} |\n\
+         | daemon peak RSS (VmHWM, highest of its runs) | {:.1} MiB |\n",
+        r.false_kills.len(),
+        r.leaks.len(),
+        r.problems.len(),
+        r.reap_ms.len(),
+        ms(50.0),
+        ms(99.0),
+        r.reap_ms
+            .last()
+            .map_or_else(|| "n/a".to_owned(), |v| format!("{v} ms")),
+        r.audit_reaps,
+        r.restarts,
+        r.release_calls,
+        r.burst_spawns,
+        r.pid_reuse.0,
+        r.pid_reuse.1,
+        r.lost_events,
+        r.resyncs,
+        r.peak_hwm_kib as f64 / 1024.0,
+    );
+    b.push_str(
+        "\nGround truth is the soak's own: each tree member carries a tag in its \
+         environment that a sweep of /proc finds, and kept members are held by pidfd. \
+         A false kill is a kept tree's member, a host or a bystander that died unasked, \
+         or a reap record naming a tree before the soak let it go; a leak is a let-go \
+         tree's member alive after grace (1 s) + kill_after (1 s) + the margin.\n",
+    );
+    for p in r
+        .false_kills
+        .iter()
+        .chain(&r.leaks)
+        .chain(&r.problems)
+        .take(10)
+    {
+        let _ = writeln!(b, "\n- {p}");
+    }
+    b
+}
+
+/// Replaces (or appends) RELIABILITY.md's soak section.
+pub fn record(command: &str, r: &SoakResult) -> Result<()> {
+    let path = repo_root().join("RELIABILITY.md");
+    let old = std::fs::read_to_string(&path).unwrap_or_default();
+    let text = crate::sections::upsert(&old, PREAMBLE, TITLE, &body(command, r));
+    std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
+    println!("soak: wrote section \"{TITLE}\" of {}", path.display());
+    Ok(())
+}
