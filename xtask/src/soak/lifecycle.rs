@@ -55,7 +55,8 @@ pub struct Ended {
 #[derive(Default, Debug)]
 pub struct Outcome {
     pub false_kills: Vec<String>,
-    pub leaks: Vec<String>,
+    /// Let-go trees alive past their allowance, with when they were let go.
+    pub leaks: Vec<(Instant, String)>,
     /// From letting go to the first sweep that found the tree gone.
     pub reap_ms: Vec<u64>,
     pub ended: Vec<Ended>,
@@ -333,12 +334,15 @@ fn settle(
                 .iter()
                 .map(|a| format!("{} {:?}", a.pid, a.cmdline))
                 .collect();
-            out.leaks.push(format!(
-                "{} ({}): alive {} ms after it was let go: {}",
-                p.tag,
-                p.kind.name(),
-                began.saturating_duration_since(p.since).as_millis(),
-                who.join(", ")
+            out.leaks.push((
+                p.since,
+                format!(
+                    "{} ({}): alive {} ms after it was let go: {}",
+                    p.tag,
+                    p.kind.name(),
+                    began.saturating_duration_since(p.since).as_millis(),
+                    who.join(", ")
+                ),
             ));
             true
         }

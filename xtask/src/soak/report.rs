@@ -11,7 +11,6 @@ use crate::stats::percentile;
 
 use super::result::SoakResult;
 
-const TITLE: &str = "Soak";
 const PREAMBLE: &str = "# Reliability\n";
 
 fn body(command: &str, r: &SoakResult) -> String {
@@ -34,7 +33,10 @@ fn body(command: &str, r: &SoakResult) -> String {
     let _ = write!(
         b,
         "\n| measure | value |\n| --- | --- |\n\
-         | false kills | {} |\n| leaks | {} |\n| harness errors | {} |\n\
+         | false kills | {} |\n| leaks | {} |\n\
+         | withheld: let go while the daemon reported degraded tracking (by design) | {} |\n\
+         | share of the daemon's answers that said degraded | {:.1}% |\n\
+         | harness errors | {} |\n\
          | trees let go (reap latency measured) | {} |\n\
          | reap latency p50 / p99 / max (let go to gone; 100 ms sweeps) | {} / {} / {} |\n\
          | reap records in the audit log (all checked) | {} |\n\
@@ -45,6 +47,8 @@ fn body(command: &str, r: &SoakResult) -> String {
          | daemon peak RSS (VmHWM, highest of its runs) | {:.1} MiB |\n",
         r.false_kills.len(),
         r.leaks.len(),
+        r.withheld.len(),
+        r.degraded_share * 100.0,
         r.problems.len(),
         r.reap_ms.len(),
         ms(50.0),
@@ -81,12 +85,15 @@ fn body(command: &str, r: &SoakResult) -> String {
     b
 }
 
-/// Replaces (or appends) RELIABILITY.md's soak section.
-pub fn record(command: &str, r: &SoakResult) -> Result<()> {
+/// Replaces (or appends) RELIABILITY.md's soak section for this set of
+/// chaos flags (`Soak: <flags>`): runs under different chaos keep their
+/// own sections.
+pub fn record(command: &str, chaos: &str, r: &SoakResult) -> Result<()> {
+    let title = format!("Soak: {chaos}");
     let path = repo_root().join("RELIABILITY.md");
     let old = std::fs::read_to_string(&path).unwrap_or_default();
-    let text = crate::sections::upsert(&old, PREAMBLE, TITLE, &body(command, r));
+    let text = crate::sections::upsert(&old, PREAMBLE, &title, &body(command, r));
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-    println!("soak: wrote section \"{TITLE}\" of {}", path.display());
+    println!("soak: wrote section \"{title}\" of {}", path.display());
     Ok(())
 }

@@ -15,6 +15,12 @@ pub struct SoakResult {
     pub by_kind: BTreeMap<&'static str, u32>,
     pub false_kills: Vec<String>,
     pub leaks: Vec<String>,
+    /// Let-go trees still alive past their allowance, let go while the
+    /// daemon reported degraded tracking: withheld by design (incomplete
+    /// evidence is never a release), reported, not failed.
+    pub withheld: Vec<String>,
+    /// The share of the daemon's answers that said degraded.
+    pub degraded_share: f64,
     /// Harness errors and audit disagreements.
     pub problems: Vec<String>,
     pub reap_ms: Vec<u64>,
@@ -45,6 +51,8 @@ impl SoakResult {
             "by_kind": self.by_kind,
             "false_kills": self.false_kills.len(),
             "leaks": self.leaks.len(),
+            "withheld_while_degraded": self.withheld.len(),
+            "degraded_share": (self.degraded_share * 1000.0).round() / 1000.0,
             "problems": self.problems.len(),
             "trees_let_go": self.reap_ms.len(),
             "reap_ms": { "p50": p(50.0), "p99": p(99.0), "max": self.reap_ms.last() },
