@@ -21,6 +21,9 @@
 //!   only a suspicion (idle, superseded) the operator chose to enforce is
 //!   enforced. A host's `release` that covers the owner itself is that
 //!   host's word the session is over: `session-ended`, enforced by design.
+//!   Other holders outside the tree do not hold it by design: a relay hop
+//!   whose own upstream was released (`peer-released (relay)`), and a
+//!   tree member holding the far end is inside (`peer-held-in-tree`).
 //! - (b) A root whose stdin could not be resolved, a walk that read not
 //!   every process with nobody seen and no word from the kernel, a relay
 //!   hop that could not be read, or a gone root's member that could not be
