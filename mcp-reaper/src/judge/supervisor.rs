@@ -43,6 +43,9 @@ mod discover;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod early_exit_tests;
 mod images;
+/// Property: no kill of a held tree, on a guess, or in observe mode.
+#[cfg(test)]
+mod props;
 mod record;
 mod schedule;
 mod tables;

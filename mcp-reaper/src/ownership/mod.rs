@@ -150,13 +150,20 @@ struct Pending {
 impl Pending {
     /// Records a verdict on the far end.
     fn set(&mut self, j: Judgement) {
+        self.own.record(j);
+    }
+}
+
+impl FdOwnership {
+    /// Records `judge`'s verdict on this fd's far end.
+    pub(crate) fn record(&mut self, j: Judgement) {
         match j {
             Judgement::Held => {}
             Judgement::Released(r) => {
-                self.own.released = true;
-                self.own.reason = Some(r);
+                self.released = true;
+                self.reason = Some(r);
             }
-            Judgement::Unknown(r) => self.own.reason = Some(r),
+            Judgement::Unknown(r) => self.reason = Some(r),
         }
     }
 }
@@ -458,7 +465,8 @@ fn judge_unowned(p: &mut Pending, inside: &FdScan, complete: bool) {
     p.set(judge(kernel, complete, seen));
 }
 
-fn verdict(fds: &[FdOwnership]) -> OwnerState {
+/// The tree's ownership from its stdio fds' verdicts: stdin's decides.
+pub(crate) fn verdict(fds: &[FdOwnership]) -> OwnerState {
     let Some(stdin) = fds.iter().find(|f| f.fd == 0) else {
         return OwnerState::Unknown { reason: "no-stdin" };
     };

@@ -11,6 +11,10 @@
 //! protected process, a host or a relay; or signal by PID alone.
 
 pub mod lineage;
+/// Property: the plan never holds what a reap must leave alone.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod props;
 pub mod protect;
 pub mod reaper;
 pub mod stopped;

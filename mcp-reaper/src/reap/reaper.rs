@@ -13,9 +13,10 @@
 //!
 //! Must never: signal a bare PID (no kill(2); every signal goes through a
 //! verified pidfd); signal PID 1, the reaper's own process or its ancestors,
-//! a process on the plan's `never` list (the host, relays), a process the
-//! `protect` callback names, or a process that started before the tree's
-//! root (a reused PID cannot be a descendant); retry an unkillable member
+//! an ancestor of the tree's root, a process on the plan's `never` list
+//! (the host, relays), a process the `protect` callback names, or a
+//! process that started before the tree's root (a reused PID cannot be a
+//! descendant); retry an unkillable member
 //! (D state) without bound; act at all in a dry run.
 //!
 //! Layout, lowest first (each file uses only those above it in this list):
@@ -33,7 +34,8 @@ mod sequence;
 
 pub use guard::{
     Guard, WHY_ANCESTOR, WHY_INIT, WHY_NEVER, WHY_NO_FDS, WHY_NOT_PROCESS, WHY_OLDER_THAN_ROOT,
-    WHY_OPEN_FAILED, WHY_PID_ZERO, WHY_PROTECTED, WHY_REUSED, WHY_SELF, WHY_UNREADABLE, refusal,
+    WHY_OPEN_FAILED, WHY_PID_ZERO, WHY_PROTECTED, WHY_REUSED, WHY_ROOT_ANCESTOR, WHY_SELF,
+    WHY_UNREADABLE, refusal,
 };
 pub use members::{MemberSource, ProcDescendants};
 pub use plan::{DEFAULT_GRACE_KILL, MemberResult, Outcome, ReapPlan, ReapReport, classify};

@@ -3,9 +3,9 @@
 //!
 //! Owns: the reasons a key is refused (`WHY_*`), the `Guard` every key is
 //! checked against before anything is opened, `refusal` (PID 0 and 1, the
-//! reaper itself and its ancestors, the plan's never list, a start time
-//! before the root's, the `protect` callback), and reading the reaper's own
-//! ancestors from /proc.
+//! reaper itself and its ancestors, the root's ancestors, the plan's never
+//! list, a start time before the root's, the `protect` callback), and
+//! reading the ancestors of the reaper and of the root from /proc.
 //! Must never: signal or open anything, or allow a key that any one of
 //! these checks refuses; a reap checks every key here first, the root
 //! before all others (a refused root refuses the whole plan).
@@ -19,6 +19,7 @@ pub const WHY_PID_ZERO: &str = "PID 0 names no process";
 pub const WHY_INIT: &str = "PID 1 is never signalled";
 pub const WHY_SELF: &str = "the reaper's own process";
 pub const WHY_ANCESTOR: &str = "an ancestor of the reaper";
+pub const WHY_ROOT_ANCESTOR: &str = "an ancestor of the tree's root";
 pub const WHY_NEVER: &str = "on the plan's never list (host or relay)";
 pub use crate::reap::protect::{WHY_PROTECTED, WHY_UNREADABLE};
 pub const WHY_OLDER_THAN_ROOT: &str = "started before the tree's root: a reused PID, not a member";
@@ -33,6 +34,11 @@ pub struct Guard<'a> {
     pub self_pid: u32,
     /// PIDs of the reaper's parent, its parent, ... up to PID 1.
     pub self_ancestors: &'a [u32],
+    /// PIDs of the root's parent, its parent, ... up to PID 1, as the reap
+    /// found them when it started (empty once the root is gone). Refused
+    /// by PID: a start time no later than the root's is no proof of
+    /// membership (a parent may fork the root within its own clock tick).
+    pub root_ancestors: &'a [u32],
     pub never: &'a [ProcKey],
     /// Why a key must not be signalled by policy (`protect::check`), if so.
     pub protect: &'a dyn Fn(ProcKey) -> Option<&'static str>,
@@ -48,6 +54,8 @@ pub fn refusal(key: ProcKey, guard: &Guard<'_>) -> Option<&'static str> {
         Some(WHY_SELF)
     } else if guard.self_ancestors.contains(&key.tgid) {
         Some(WHY_ANCESTOR)
+    } else if guard.root_ancestors.contains(&key.tgid) {
+        Some(WHY_ROOT_ANCESTOR)
     } else if guard.never.iter().any(|n| n.tgid == key.tgid) {
         Some(WHY_NEVER)
     } else if key.start_ticks < guard.root.start_ticks {
@@ -89,6 +97,7 @@ mod tests {
             root: ROOT,
             self_pid: 42,
             self_ancestors: &[41, 40],
+            root_ancestors: &[499, 498],
             never,
             protect,
         };
@@ -116,6 +125,18 @@ mod tests {
         assert_eq!(
             check(ProcKey::new(40, 2000), &[], &|_| None),
             Some(WHY_ANCESTOR)
+        );
+    }
+
+    #[test]
+    fn the_roots_ancestors_are_refused_even_from_the_roots_own_tick() {
+        assert_eq!(
+            check(ProcKey::new(499, ROOT.start_ticks), &[], &|_| None),
+            Some(WHY_ROOT_ANCESTOR)
+        );
+        assert_eq!(
+            check(ProcKey::new(498, 5000), &[], &|_| None),
+            Some(WHY_ROOT_ANCESTOR)
         );
     }
 

@@ -1,7 +1,8 @@
 //! The order of a reap: what is stopped, collected, asked to end and
 //! killed, and when.
 //!
-//! Owns: `reap`, the whole sequence for one tree (the root checked first,
+//! Owns: `reap`, the whole sequence for one tree (the ancestors of the
+//! reaper and of the root read once, the root checked first,
 //! a refused root refusing the whole plan; SIGSTOP on what is known, then
 //! on what the stopped tree forked; SIGTERM + SIGCONT and the grace
 //! period; freeze, collect and SIGKILL rounds for what is left), and the
@@ -20,7 +21,7 @@ use super::{
     plan::{Outcome, ReapPlan, ReapReport},
     run::{MAX_ROUNDS, Run},
 };
-use crate::procs::identity::ProcKey;
+use crate::{procs::identity::ProcKey, procs::procscan};
 
 /// How often the grace period looks for members born after SIGCONT.
 const GRACE_TICK: Duration = Duration::from_millis(100);
@@ -35,10 +36,18 @@ pub fn reap(
     let started = Instant::now();
     let self_pid = std::process::id();
     let ancestors = ancestors_of(&plan.proc_root, self_pid);
+    // Read while the root is still the root: a reused PID's ancestors
+    // are someone else's (refusing them too would do no harm).
+    let root_ancestors = if procscan::read_key(&plan.proc_root, plan.root.tgid) == Some(plan.root) {
+        ancestors_of(&plan.proc_root, plan.root.tgid)
+    } else {
+        Vec::new()
+    };
     let guard = Guard {
         root: plan.root,
         self_pid,
         self_ancestors: &ancestors,
+        root_ancestors: &root_ancestors,
         never: &plan.never,
         protect,
     };
