@@ -70,6 +70,9 @@ impl Chaos {
     }
 }
 
+/// How many times a restart tries to start the daemon.
+const START_TRIES: usize = 3;
+
 /// The daemon under test, restartable.
 pub struct DaemonSlot {
     pub bin: PathBuf,
@@ -147,8 +150,11 @@ impl DaemonSlot {
         }
     }
 
-    /// SIGKILL, a pause, a new daemon.
-    pub fn crash_and_restart(&self, pause: Duration) -> Result<()> {
+    /// SIGKILL, a pause, a new daemon. A start that fails (on a loaded
+    /// machine, a starved daemon may miss the ready timeout) is tried again,
+    /// up to [`START_TRIES`] times; the failures are returned, to be
+    /// reported, and only the last one is an error.
+    pub fn crash_and_restart(&self, pause: Duration) -> Result<Vec<String>> {
         let Ok(mut g) = self.daemon.lock() else {
             anyhow::bail!("daemon slot poisoned");
         };
@@ -157,9 +163,21 @@ impl DaemonSlot {
             d.kill9();
         }
         std::thread::sleep(pause);
-        *g = Some(self.spawn()?);
-        self.restarts.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        let mut failed = Vec::new();
+        for _ in 0..START_TRIES {
+            match self.spawn() {
+                Ok(d) => {
+                    *g = Some(d);
+                    self.restarts.fetch_add(1, Ordering::Relaxed);
+                    return Ok(failed);
+                }
+                Err(e) => {
+                    let e = format!("{e:#}");
+                    failed.push(e.lines().next().unwrap_or_default().to_owned());
+                }
+            }
+        }
+        anyhow::bail!("the daemon did not start again: {}", failed.join("; "))
     }
 
     /// Peak memory of the running daemon, then SIGTERM.
@@ -228,6 +246,8 @@ pub fn remove_cgroup(dir: &Path) {
 #[derive(Default)]
 pub struct Counts {
     pub release_calls: AtomicU32,
+    /// Daemon starts that failed and were tried again.
+    pub start_retries: AtomicU32,
     pub burst_spawns: AtomicU64,
     pub pid_reuse_tries: AtomicU32,
     pub pid_reuse_landed: AtomicU32,
@@ -248,12 +268,14 @@ fn nap(stop: &AtomicBool, d: Duration) -> bool {
 /// Kills and restarts the daemon at a random moment of every 10-30 s: each
 /// run lives long enough to start (slowly, when starved) and to judge what
 /// happened while it was down.
-pub fn daemon_killer(slot: &DaemonSlot, seed: u64, stop: &AtomicBool) -> Result<()> {
+/// Failed starts are returned, to be reported as problems.
+pub fn daemon_killer(slot: &DaemonSlot, seed: u64, stop: &AtomicBool) -> Result<Vec<String>> {
     let mut rng = fastrand::Rng::with_seed(seed);
+    let mut failed = Vec::new();
     while nap(stop, Duration::from_millis(rng.u64(10_000..30_000))) {
-        slot.crash_and_restart(Duration::from_millis(rng.u64(0..500)))?;
+        failed.extend(slot.crash_and_restart(Duration::from_millis(rng.u64(0..500)))?);
     }
-    Ok(())
+    Ok(failed)
 }
 
 /// Sends `release` for a random session, in play or ended, every 0.3-1.5 s.

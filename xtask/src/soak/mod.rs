@@ -381,6 +381,7 @@ fn play_all(
     let done = AtomicU32::new(0);
     let socket = dir.join("c.sock");
     let mut chaos_error = None;
+    let mut start_failures = Vec::new();
     let health = health::Health::default();
     std::thread::scope(|s| {
         s.spawn(|| orphans::reaper(&sweep_stop));
@@ -435,8 +436,10 @@ fn play_all(
             let _ = w.join();
         }
         stop.store(true, Ordering::Relaxed);
-        if let Some(Ok(Err(e))) = killer.map(|k| k.join()) {
-            chaos_error = Some(e);
+        match killer.map(|k| k.join()) {
+            Some(Ok(Err(e))) => chaos_error = Some(e),
+            Some(Ok(Ok(failed))) => start_failures = failed,
+            _ => {}
         }
         sweep_stop.store(true, Ordering::Relaxed);
     });
@@ -445,6 +448,13 @@ fn play_all(
         return Err(e.context("restarting the daemon"));
     }
     let outcomes = outcomes.into_inner().unwrap_or_default();
+    for f in &start_failures {
+        eprintln!("soak: a start of the daemon failed and was tried again: {f}");
+    }
+    counts.start_retries.fetch_add(
+        u32::try_from(start_failures.len()).unwrap_or(u32::MAX),
+        Ordering::Relaxed,
+    );
     Ok((outcomes, counts, by_dead, health.samples()))
 }
 
@@ -475,6 +485,7 @@ fn tally(
         audit_reaps: 0,
         restarts: slot.restarts.load(Ordering::Relaxed),
         release_calls: counts.release_calls.load(Ordering::Relaxed),
+        start_retries: counts.start_retries.load(Ordering::Relaxed),
         burst_spawns: counts.burst_spawns.load(Ordering::Relaxed),
         pid_reuse: (
             counts.pid_reuse_landed.load(Ordering::Relaxed),

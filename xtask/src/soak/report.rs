@@ -40,7 +40,7 @@ fn body(command: &str, r: &SoakResult) -> String {
          | trees let go (reap latency measured) | {} |\n\
          | reap latency p50 / p99 / max (let go to gone; 100 ms sweeps) | {} / {} / {} |\n\
          | reap records in the audit log (all checked) | {} |\n\
-         | daemon restarts survived (SIGKILL) | {} |\n| release calls | {} |\n\
+         | daemon restarts survived (SIGKILL) / starts retried | {} / {} |\n| release calls | {} |\n\
          | unrelated fork/exec in bursts | {} |\n\
          | PID reuse: bystanders placed on a recycled tree PID / tries | {} / {} |\n\
          | events lost (kernel ring) | {} |\n| resyncs | {} |\n\
@@ -58,6 +58,7 @@ fn body(command: &str, r: &SoakResult) -> String {
             .map_or_else(|| "n/a".to_owned(), |v| format!("{v} ms")),
         r.audit_reaps,
         r.restarts,
+        r.start_retries,
         r.release_calls,
         r.burst_spawns,
         r.pid_reuse.0,
