@@ -67,6 +67,7 @@ impl Server {
             log.lock().unwrap().push(req.clone());
             match req {
                 Request::Status => Response::status(serde_json::json!({"trees": 1}), "running"),
+                Request::Scan => Response::scan(r#"{"source":"daemon"}"#.to_owned(), "scan"),
                 Request::Release { target, dry_run } => {
                     let hit = match &target {
                         ReleaseTarget::Owner(o) => o.pid == 4242,

@@ -88,7 +88,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
         },
         io::ErrorKind::PermissionDenied => ControlError::PermissionDenied {
             detail: format!(
-                "cannot connect to {}: only root may release sessions",
+                "cannot connect to {}: only root (and, to scan, the daemon's read group) may",
                 path.display()
             ),
         },
