@@ -49,9 +49,9 @@ pub fn plan<'a>(standalone: bool, socket: &'a str, proc_root: &Path) -> Plan<'a>
 pub fn fallback_note(socket: &Path, err: &ControlError) -> String {
     let at = socket.display();
     let why = match err {
-        ControlError::NotRunning { .. } => format!("no daemon is running (no socket at {at})"),
+        ControlError::NotRunning { .. } => format!("no daemon is running: no socket at {at}"),
         ControlError::Refused { .. } => {
-            format!("no daemon is running ({at} is a stale socket)")
+            format!("no daemon is running: {at} is a stale socket")
         }
         ControlError::PermissionDenied { detail } => format!(
             "the daemon on {at} refused this user ({detail}); root, or a member of the \
@@ -179,7 +179,7 @@ mod tests {
         for (err, says) in [
             (
                 ControlError::NotRunning { path: s.clone() },
-                "no daemon is running (no socket at /x.sock)",
+                "no daemon is running: no socket at /x.sock",
             ),
             (ControlError::Refused { path: s.clone() }, "stale socket"),
             (
