@@ -177,7 +177,7 @@ fn scan_cmd(args: &ScanArgs) -> ExitCode {
         Plan::Standalone(why) => why.to_owned(),
         Plan::AskDaemon(socket) => {
             match scan_source::ask_daemon(socket, scan_source::DAEMON_TIMEOUT) {
-                Ok(doc) => return print_scan(args, Answer::daemon(&doc, socket)),
+                Ok(reply) => return print_scan(args, Answer::daemon(reply, socket)),
                 Err(note) => {
                     error(&note);
                     note
@@ -225,7 +225,7 @@ fn print_scan(args: &ScanArgs, mut reply: mcp_reaper::cli::scan_source::Answer) 
     };
     let printed = match &rows {
         Some(r) if !args.json => output::print(&scan::render_human(r, &reply.source_line)),
-        _ => output::print(&reply.json),
+        _ => output::print(reply.json()).and_then(|()| output::print("\n")),
     };
     if let Err(code) = answer(printed) {
         return code;

@@ -117,8 +117,8 @@ impl Drop for Served {
 
 /// The daemon's answer, read back as `scan` reads it.
 fn daemon_rows(path: &Path) -> Result<ReportRows, String> {
-    let doc = scan_source::ask_daemon(path, TIMEOUT)?;
-    let mut answer = Answer::daemon(&doc, path);
+    let reply = scan_source::ask_daemon(path, TIMEOUT)?;
+    let mut answer = Answer::daemon(reply, path);
     answer.rows().cloned()
 }
 
@@ -228,7 +228,7 @@ fn scan_is_answered_by_the_daemon_and_only_root_may_release() {
     };
     let report = mcp_reaper::scan::scan(&config(), Path::new("/proc")).unwrap();
     let mut answer = Answer::standalone(&report, why).unwrap();
-    let doc: serde_json::Value = serde_json::from_str(&answer.json).unwrap();
+    let doc: serde_json::Value = serde_json::from_str(answer.json()).unwrap();
     assert_eq!(doc["source"], "standalone");
     assert!(answer.source_line.contains("standalone"));
     let tree = answer

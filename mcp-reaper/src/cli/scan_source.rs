@@ -9,7 +9,7 @@
 //! source), let a daemon that hangs stall `scan` past its timeout, or
 //! change an exit code because of who answered.
 
-use std::{path::Path, time::Duration};
+use std::{ops::Range, path::Path, time::Duration};
 
 use serde_json::value::RawValue;
 
@@ -70,9 +70,12 @@ pub fn fallback_note(socket: &Path, err: &ControlError) -> String {
 /// An answer to print.
 #[derive(Debug)]
 pub struct Answer {
-    /// The JSON document `--json` prints (one line from a daemon).
-    pub json: String,
-    /// Parsed back from `json` only when a table or `--check` needs it.
+    /// Holds the JSON document at `doc`: a daemon's whole response line,
+    /// or a walk's report.
+    text: String,
+    doc: Range<usize>,
+    /// Parsed back from the document only when a table or `--check` needs
+    /// it.
     rows: Option<ReportRows>,
     /// Who answered, for the first line of the table.
     pub source_line: String,
@@ -81,32 +84,36 @@ pub struct Answer {
 impl Answer {
     /// A walk's report; `why` says why no daemon answered.
     pub fn standalone(report: &ScanReport, why: &str) -> Result<Self, String> {
-        let mut json =
+        let text =
             serde_json::to_string_pretty(report).map_err(|e| format!("cannot encode: {e}"))?;
-        json.push('\n');
         Ok(Self {
-            json,
+            doc: 0..text.len(),
+            text,
             rows: Some(ReportRows::of(report)),
             source_line: format!("source: standalone walk of /proc ({why})"),
         })
     }
 
-    /// A daemon's document, as it sent it.
-    pub fn daemon(doc: &RawValue, socket: &Path) -> Self {
-        let mut json = doc.get().to_owned();
-        json.push('\n');
+    /// A daemon's document, where it lies in its response line.
+    pub fn daemon(reply: DaemonReply, socket: &Path) -> Self {
         Self {
-            json,
+            text: reply.line,
+            doc: reply.doc,
             rows: None,
             source_line: format!("source: daemon on {}", socket.display()),
         }
+    }
+
+    /// The JSON document `--json` prints (without a final newline).
+    pub fn json(&self) -> &str {
+        self.text.get(self.doc.clone()).unwrap_or_default()
     }
 
     /// The rows of the answer (parsed from a daemon's document on first
     /// use); an error for a document that is not a scan report.
     pub fn rows(&mut self) -> Result<&ReportRows, String> {
         if self.rows.is_none() {
-            let rows: ReportRows = serde_json::from_str(&self.json)
+            let rows: ReportRows = serde_json::from_str(self.json())
                 .map_err(|e| format!("bad scan report from the daemon: {e}"))?;
             if let Some(d) = &rows.daemon {
                 self.source_line = format!(
@@ -126,20 +133,50 @@ impl Answer {
     }
 }
 
-/// Asks the daemon on `socket` for its trees: its document, or why not.
-pub fn ask_daemon(socket: &Path, timeout: Duration) -> Result<Box<RawValue>, String> {
-    let resp =
-        control::request(socket, &Request::Scan, timeout).map_err(|e| fallback_note(socket, &e))?;
-    if !resp.ok {
-        let err = resp.error.unwrap_or_else(|| "no reason given".into());
-        return Err(fallback_note(socket, &ControlError::Protocol(err)));
+/// A daemon's answer to `scan`: its response line, and where the document
+/// lies in it (read in place, never copied).
+#[derive(Debug)]
+pub struct DaemonReply {
+    line: String,
+    doc: Range<usize>,
+}
+
+impl DaemonReply {
+    /// The document in `line`, a `scan` response line; or why there is
+    /// none, as the daemon said it.
+    pub fn parse(line: Vec<u8>) -> Result<Self, ControlError> {
+        #[derive(serde::Deserialize)]
+        struct Reply<'a> {
+            ok: bool,
+            #[serde(default)]
+            error: Option<String>,
+            #[serde(borrow, default)]
+            scan: Option<&'a RawValue>,
+        }
+        let line = String::from_utf8(line)
+            .map_err(|_| ControlError::Protocol("the answer is not UTF-8".into()))?;
+        let reply: Reply<'_> =
+            serde_json::from_str(&line).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        if !reply.ok {
+            let err = reply.error.unwrap_or_else(|| "no reason given".into());
+            return Err(control::permission_denied(&err).unwrap_or(ControlError::Protocol(err)));
+        }
+        let doc = reply
+            .scan
+            .ok_or_else(|| ControlError::Protocol("the answer carries no scan".into()))?
+            .get();
+        // The document is a slice of `line`: its place, by address.
+        let start = (doc.as_ptr() as usize).saturating_sub(line.as_ptr() as usize);
+        let doc = start..start + doc.len();
+        Ok(Self { line, doc })
     }
-    resp.scan.ok_or_else(|| {
-        fallback_note(
-            socket,
-            &ControlError::Protocol("the answer carries no scan".into()),
-        )
-    })
+}
+
+/// Asks the daemon on `socket` for its trees: its answer, or why not.
+pub fn ask_daemon(socket: &Path, timeout: Duration) -> Result<DaemonReply, String> {
+    control::request_line(socket, &Request::Scan, timeout)
+        .and_then(DaemonReply::parse)
+        .map_err(|e| fallback_note(socket, &e))
 }
 
 #[cfg(test)]
@@ -219,8 +256,10 @@ mod tests {
             "reaping":false,"released_by":[]}}],"totals":{"trees":1,"live":0,"orphaned":1,
             "suspect":0,"unknown":0,"orphaned_rss_bytes":0,"orphaned_pss_bytes":0,
             "total_rss_bytes":0,"total_pss_bytes":0}}"#;
-        let raw = RawValue::from_string(doc.to_owned()).unwrap();
-        let mut a = Answer::daemon(&raw, Path::new("/x.sock"));
+        let line = format!("{{\"ok\":true,\"message\":\"m\",\"scan\":{doc}}}\n");
+        let reply = DaemonReply::parse(line.into_bytes()).unwrap();
+        let mut a = Answer::daemon(reply, Path::new("/x.sock"));
+        assert_eq!(a.json(), doc);
         let rows = a.rows().unwrap().clone();
         assert_eq!(rows.trees.len(), 1);
         assert_eq!(crate::cli::scan::exit_code(&rows, true), 1);
@@ -230,5 +269,25 @@ mod tests {
             "{table}"
         );
         assert!(table.contains("peer-released (reap in 1s)"), "{table}");
+    }
+
+    #[test]
+    fn a_refusal_or_an_answer_without_a_scan_is_no_document() {
+        for (line, want) in [
+            (
+                r#"{"ok":false,"error":"permission denied: no"}"#,
+                "permission denied: no",
+            ),
+            (
+                r#"{"ok":false,"error":"busy"}"#,
+                "bad response from the daemon: busy",
+            ),
+            (r#"{"ok":true,"message":"m"}"#, "carries no scan"),
+            (r#"{"ok":true,"scan":{"a":"#, "bad response"),
+            ("\u{ff}", "bad response"),
+        ] {
+            let err = DaemonReply::parse(line.as_bytes().to_vec()).unwrap_err();
+            assert!(err.to_string().contains(want), "{line}: {err}");
+        }
     }
 }

@@ -49,7 +49,7 @@ mod tests;
 
 pub use client::{
     ControlError, EXIT_MATCHED, EXIT_NO_MATCH, EXIT_UNREACHABLE, EXIT_USAGE, MAX_RESPONSE_BYTES,
-    exit_code, parse_owner, request,
+    exit_code, parse_owner, permission_denied, request, request_line,
 };
 pub use peer::Peer;
 pub use protocol::{
