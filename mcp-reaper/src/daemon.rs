@@ -146,7 +146,7 @@ pub struct Agent {
     reload_rx: Option<mpsc::Receiver<Arc<Config>>>,
     /// `scan` requests from the control socket, answered by the loop (each
     /// where to send the encoded report: `scan::ScanAsk`).
-    scan_rx: Option<mpsc::Receiver<tokio::sync::oneshot::Sender<String>>>,
+    scan_rx: Option<mpsc::Receiver<tokio::sync::oneshot::Sender<Box<serde_json::value::RawValue>>>>,
     /// The tree table last written, and when it was last considered.
     trees_saved: Option<crate::daemon::persist::SavedTable>,
     trees_saved_at: Option<std::time::Instant>,

@@ -7,6 +7,7 @@
 //! memory figures are those the metrics refresh last read), or change any
 //! table, clock or verdict: a scan only looks.
 
+use serde_json::value::RawValue;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Agent, MEMORY_MAX_AGE};
@@ -14,8 +15,9 @@ use crate::judge::trees::{
     self, DaemonInfo, SCHEMA_VERSION, SOURCE_DAEMON, ScanReport, now_unix, totals,
 };
 
-/// One `scan` request: where to send the encoded report.
-pub type ScanAsk = oneshot::Sender<String>;
+/// One `scan` request: where to send the encoded report (encoded by
+/// serde_json itself, so never parsed again on its way out).
+pub type ScanAsk = oneshot::Sender<Box<RawValue>>;
 
 /// `scan` requests waiting for the loop at most; a handler that finds the
 /// queue full answers that the daemon is busy.
@@ -55,12 +57,15 @@ impl Agent {
         }
     }
 
-    /// Answers one `scan` request (a requester that gave up is ignored).
+    /// Answers one `scan` request (a requester that gave up is ignored;
+    /// a report that cannot be encoded drops the request, which the
+    /// handler answers as an error).
     pub(super) fn answer_scan(&mut self, ask: ScanAsk) {
-        let doc = serde_json::to_string(&self.scan_report()).unwrap_or_else(|e| {
-            tracing::warn!("scan: cannot encode the report: {e}");
-            String::new()
-        });
-        let _ = ask.send(doc);
+        match serde_json::value::to_raw_value(&self.scan_report()) {
+            Ok(doc) => {
+                let _ = ask.send(doc);
+            }
+            Err(e) => tracing::warn!("scan: cannot encode the report: {e}"),
+        }
     }
 }

@@ -146,7 +146,7 @@ fn ask_loop_for_scan(
     }
     match rx.blocking_recv() {
         Ok(doc) => Response::scan(doc, "trees from the daemon's tables"),
-        Err(_) => Response::error("the daemon is stopping"),
+        Err(_) => Response::error("the daemon could not answer (stopping, or the report failed)"),
     }
 }
 

@@ -222,18 +222,15 @@ impl Response {
         }
     }
 
-    /// A scan's answer: `document` is the JSON text of the report.
-    pub fn scan(document: String, message: impl Into<String>) -> Self {
-        match serde_json::value::RawValue::from_string(document) {
-            Ok(raw) => Self {
-                ok: true,
-                matched: None,
-                message: Some(message.into()),
-                status: None,
-                scan: Some(raw),
-                error: None,
-            },
-            Err(e) => Self::error(format!("internal error: the scan is not JSON: {e}")),
+    /// A scan's answer: `document` is the report, already encoded.
+    pub fn scan(document: Box<serde_json::value::RawValue>, message: impl Into<String>) -> Self {
+        Self {
+            ok: true,
+            matched: None,
+            message: Some(message.into()),
+            status: None,
+            scan: Some(document),
+            error: None,
         }
     }
 
@@ -260,9 +257,12 @@ impl Response {
     }
 
     pub(super) fn to_line(&self) -> Vec<u8> {
-        let mut line = serde_json::to_vec(self).unwrap_or_else(|_| {
-            br#"{"ok":false,"error":"internal error: cannot encode the response"}"#.to_vec()
-        });
+        // Room for a scan's document at once: no copy as the line grows.
+        let room = self.scan.as_ref().map_or(0, |s| s.get().len()) + 512;
+        let mut line = Vec::with_capacity(room);
+        if serde_json::to_writer(&mut line, self).is_err() {
+            line = br#"{"ok":false,"error":"internal error: cannot encode the response"}"#.to_vec();
+        }
         line.push(b'\n');
         line
     }
