@@ -216,7 +216,7 @@ fn reason_text(t: &TreeRow) -> String {
     if d.reaping {
         format!("{reason} (reaping)")
     } else if let Some(left) = d.grace_left_seconds {
-        format!("{reason} (reap in {})", age(left))
+        format!("{reason} (grace {} left)", age(left))
     } else if let Some(since) = d.orphaned_for_seconds {
         format!("{reason} (for {})", age(since))
     } else {

@@ -268,7 +268,7 @@ mod tests {
             table.starts_with("source: daemon on /x.sock (pid 7, ebpf tier;"),
             "{table}"
         );
-        assert!(table.contains("peer-released (reap in 1s)"), "{table}");
+        assert!(table.contains("peer-released (grace 1s left)"), "{table}");
     }
 
     #[test]
