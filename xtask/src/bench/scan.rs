@@ -106,7 +106,7 @@ enum Subject {
 impl Subject {
     fn label(self) -> &'static str {
         match self {
-            Self::Scan => "`mcp-reaper scan --json`",
+            Self::Scan => "`mcp-reaper scan --json --standalone`",
             // `\|`: a bare pipe splits a Markdown table cell, even in code.
             Self::Pipeline => r"`ps aux \| grep -E … \| wc -l`",
         }
