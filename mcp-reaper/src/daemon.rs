@@ -6,8 +6,8 @@
 //! tracker's and the supervisor's, giving what it frees back to the
 //! kernel), a clean shutdown (dropping the eBPF source detaches every
 //! program), and telling a service manager when it is ready, alive and
-//! stopping (`notify`). `Agent` is also the library entry point the
-//! integration tests drive.
+//! stopping (`notify`), and answering `scan` from its tables (`scan`).
+//! `Agent` is also the library entry point the integration tests drive.
 //! Must never: let anything act on the process table while it is degraded
 //! (lost events or lineage gaps not yet reconciled with /proc).
 
@@ -20,6 +20,7 @@ pub mod notify;
 mod notify_tests;
 pub mod persist;
 mod run_loop;
+mod scan;
 pub mod service;
 mod start;
 
@@ -143,6 +144,9 @@ pub struct Agent {
     fault_loop_hang: Option<std::time::Instant>,
     /// Validated configurations to put in force (SIGHUP).
     reload_rx: Option<mpsc::Receiver<Arc<Config>>>,
+    /// `scan` requests from the control socket, answered by the loop (each
+    /// where to send the encoded report: `scan::ScanAsk`).
+    scan_rx: Option<mpsc::Receiver<tokio::sync::oneshot::Sender<Box<serde_json::value::RawValue>>>>,
     /// The tree table last written, and when it was last considered.
     trees_saved: Option<crate::daemon::persist::SavedTable>,
     trees_saved_at: Option<std::time::Instant>,

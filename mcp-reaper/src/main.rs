@@ -167,40 +167,70 @@ fn load_config(file: &ConfigFile) -> Result<config::Config, ExitCode> {
     })
 }
 
+/// `scan`: the daemon's answer when one is asked and answers, else a walk
+/// of /proc (a fallback says why on stderr); the same output and exit
+/// codes either way.
 fn scan_cmd(args: &ScanArgs) -> ExitCode {
+    use mcp_reaper::cli::scan_source::{self, Answer, Plan};
+    let plan = scan_source::plan(args.standalone, &args.daemon_socket, &args.proc_root);
+    let mut why = match plan {
+        Plan::Standalone(why) => why.to_owned(),
+        Plan::AskDaemon(socket) => {
+            match scan_source::ask_daemon(socket, scan_source::DAEMON_TIMEOUT) {
+                Ok(reply) => return print_scan(args, Answer::daemon(reply, socket)),
+                Err(note) => {
+                    error(&note);
+                    note
+                }
+            }
+        }
+    };
+    if let Some((head, _)) = why.split_once(": scanning /proc") {
+        why = head.to_owned();
+    }
     let file = ConfigFile::resolve(args.config.as_deref());
     tracing::debug!(config = %file, "configuration in force");
     let config = match load_config(&file) {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let mut report = match scan::scan(&config, &args.proc_root) {
+    let report = match scan::scan(&config, &args.proc_root) {
         Ok(r) => r,
         Err(e) => {
             error(format!("{e:#}"));
             return ExitCode::from(scan::EXIT_INCOMPLETE);
         }
     };
-    if args.daemon_socket != "off" {
-        let req = mcp_reaper::control::Request::Status;
-        if let Ok(resp) = mcp_reaper::control::request(
-            std::path::Path::new(&args.daemon_socket),
-            &req,
-            Duration::from_secs(2),
-        ) && let Some(trees) = resp.status.as_ref().and_then(|s| s["trees"].as_array())
-        {
-            scan::merge_daemon_view(&mut report, trees);
+    match Answer::standalone(&report, &why) {
+        Ok(answer) => print_scan(args, answer),
+        Err(e) => {
+            error(e);
+            ExitCode::FAILURE
         }
     }
-    let printed = if args.json {
-        output::print_json(&report)
+}
+
+/// Prints a scan's answer as `args` ask; its exit code.
+fn print_scan(args: &ScanArgs, mut reply: mcp_reaper::cli::scan_source::Answer) -> ExitCode {
+    let rows = if args.check || !args.json {
+        match reply.rows() {
+            Ok(r) => Some(r.clone()),
+            Err(e) => {
+                error(e);
+                return ExitCode::from(scan::EXIT_INCOMPLETE);
+            }
+        }
     } else {
-        output::print(&scan::render_human(&report))
+        None
+    };
+    let printed = match &rows {
+        Some(r) if !args.json => output::print(&scan::render_human(r, &reply.source_line)),
+        _ => output::print(reply.json()).and_then(|()| output::print("\n")),
     };
     if let Err(code) = answer(printed) {
         return code;
     }
-    ExitCode::from(scan::exit_code(&report, args.check))
+    ExitCode::from(rows.map_or(0, |r| scan::exit_code(&r, args.check)))
 }
 
 fn config_cmd(cmd: &ConfigCommand) -> ExitCode {

@@ -2,8 +2,8 @@
 //! inside a fresh PID namespace with its own /proc, so that a test can
 //! check what needs a complete walk of /proc on a machine where some
 //! process of the outer namespace (a sandbox's PID 1) cannot be read even
-//! by root; or as an unprivileged user, so that a test can see what a
-//! client without root gets.
+//! by root; or as an unprivileged user (with chosen groups), so that a test
+//! can see what a client without root, or in a given group, gets.
 //!
 //! Owns: the inner run's command line and its verdict. Must never: count an
 //! inner run that ran no test as passed (libtest exits 0 when its filter
@@ -37,6 +37,33 @@ pub fn as_nobody(test: &str, env: &[(&str, &str)]) {
     let mut cmd = Command::new(this_binary(test));
     cmd.uid(65534).gid(65534).envs(env.iter().copied());
     run(test, cmd, "as uid 65534");
+}
+
+/// Runs `test` of this test binary alone as `uid` and `gid` with exactly
+/// the supplementary `groups` (and no capabilities), with `env` added, and
+/// panics with its output unless it ran and passed.
+pub fn as_user(test: &str, uid: u32, gid: u32, groups: &[u32], env: &[(&str, &str)]) {
+    use std::os::unix::process::CommandExt as _;
+    let how = format!("as uid {uid} gid {gid} groups {groups:?}");
+    let groups: Vec<libc::gid_t> = groups.to_vec();
+    let mut cmd = Command::new(this_binary(test));
+    cmd.envs(env.iter().copied());
+    // Not `Command::uid`/`gid`: std drops the supplementary groups with
+    // them, after which they can no longer be set. All three here, in order.
+    // SAFETY: the closure runs in the child between fork and exec and only
+    // makes async-signal-safe system calls; it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setgroups(groups.len(), groups.as_ptr()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    run(test, cmd, &how);
 }
 
 fn this_binary(test: &str) -> std::path::PathBuf {

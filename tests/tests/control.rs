@@ -67,6 +67,11 @@ impl Server {
             log.lock().unwrap().push(req.clone());
             match req {
                 Request::Status => Response::status(serde_json::json!({"trees": 1}), "running"),
+                Request::Scan => Response::scan(
+                    serde_json::value::RawValue::from_string(r#"{"source":"daemon"}"#.into())
+                        .unwrap(),
+                    "scan",
+                ),
                 Request::Release { target, dry_run } => {
                     let hit = match &target {
                         ReleaseTarget::Owner(o) => o.pid == 4242,

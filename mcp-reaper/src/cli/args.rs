@@ -190,11 +190,16 @@ pub struct ScanArgs {
     /// Where procfs is mounted.
     #[arg(long, default_value = "/proc", value_name = "DIR")]
     pub proc_root: PathBuf,
-    /// A running daemon's control socket: when it answers, trees it judges
-    /// suspect (idle, superseded) or released by their session are shown
-    /// as such (`judged_by: daemon`); `off` to scan alone.
+    /// A running daemon's control socket: when a daemon answers there, it
+    /// answers the scan from what it tracks (source `daemon`); `off` to
+    /// walk /proc without asking (see below).
     #[arg(long, default_value = crate::outputs::control::DEFAULT_SOCKET, value_name = "PATH|off")]
     pub daemon_socket: String,
+    /// Walk /proc here, even when a daemon could answer (source
+    /// `standalone`): the full ownership evidence, without the daemon's
+    /// clocks.
+    #[arg(long)]
+    pub standalone: bool,
 }
 
 #[derive(Subcommand, Debug)]

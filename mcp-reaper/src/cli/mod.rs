@@ -15,4 +15,5 @@ pub mod output;
 pub mod run_args;
 pub mod run_options;
 pub mod scan;
+pub mod scan_source;
 pub mod values;

@@ -1,35 +1,38 @@
 //! `mcp-reaper scan`: a one-shot report of every MCP tree on the host.
 //!
-//! Owns: taking one /proc snapshot, building the trees, and rendering them
-//! as a table grouped by host and session or as JSON (schema below, kept
-//! stable: fields are only ever added). Works without the daemon and
-//! without eBPF (/proc and sock_diag only).
+//! Owns: taking one /proc snapshot, building the trees (the standalone
+//! answer; `scan_source` decides when a daemon answers instead), and
+//! rendering either answer as a table grouped by host and session or as
+//! JSON (schema below, kept stable: fields are only ever added). The
+//! standalone answer works without the daemon and without eBPF (/proc and
+//! sock_diag only).
 //! Must never: signal or change anything.
 //!
 //! JSON schema (`schema_version` 1):
-//! `{ schema_version, generated_at_unix, hosts_scanned_processes, trees: [
+//! `{ schema_version, source: "daemon"|"standalone", daemon?: {pid, tier,
+//!    degraded, memory_max_age_seconds}, generated_at_unix,
+//!    processes_scanned, processes_skipped, trees: [
 //!    { root: {tgid, start_ticks}, server, host: {pid, start_ticks, comm,
 //!      rule, ns_pid?, net_ns?} | null, session_id | null, owner_fds: [{pid, fd}], state:
 //!      "live"|"orphaned"|"suspect"|"unknown", judged_by: "scan"|"daemon",
 //!      reason | null, age_seconds,
 //!      rss_bytes, pss_bytes, members: [{pid, start_ticks, ppid, comm,
-//!      ns_pid?, cmdline, rss_bytes, pss_bytes}], ownership: {...evidence} } ],
+//!      ns_pid?, cmdline, rss_bytes, pss_bytes}], ownership: {...evidence}
+//!      | null (daemon), daemon?: {action, decision, orphaned_for_seconds,
+//!      grace_left_seconds, idle_for_seconds, reaping, released_by} } ],
 //!   totals: { trees, live, orphaned, suspect, unknown, orphaned_rss_bytes,
 //!      orphaned_pss_bytes, total_rss_bytes, total_pss_bytes } }`
 
 use std::{collections::BTreeMap, fmt::Write as _, path::Path};
 
-use serde::Serialize;
-
 use crate::{
     config::Config,
-    judge::trees::{self, TreeState, TreeView},
+    judge::trees::{self, ReportRows, SOURCE_STANDALONE, TreeRow, TreeState},
     ownership::judge::SCAN_INCOMPLETE,
     procs::procscan,
 };
 
-/// Version of the JSON document; bumped only on incompatible changes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub use crate::judge::trees::{SCHEMA_VERSION, ScanReport, Totals, totals};
 
 /// `scan --check`: an orphaned tree exists.
 pub const EXIT_ORPHANED: u8 = 1;
@@ -38,8 +41,21 @@ pub const EXIT_ORPHANED: u8 = 1;
 /// could not be read, so that "nothing orphaned" is not proved.
 pub const EXIT_INCOMPLETE: u8 = 3;
 
-/// `scan`'s exit codes, shown under its `--help`.
+/// `scan`'s exit codes and where its answer comes from, shown under its
+/// `--help`.
 pub const EXIT_CODES_HELP: &str = "\
+Where the answer comes from:
+  When a daemon answers on --daemon-socket, it answers from what it tracks (no walk of
+  /proc), with what only it knows: orphan and idle clocks, the grace left before a reap,
+  releases, reaps under way. The first line (JSON: \"source\") says \"daemon\" or
+  \"standalone\". --standalone walks /proc itself. With no daemon (no socket, a stale one),
+  a daemon that does not answer in 2 s, or one that refuses this user, scan walks /proc
+  itself and says why on stderr; the exit codes below do not change.
+  Who may ask the daemon: root, and the members of the group named by the daemon's
+  `[control] read_group`, if set. Those members see every tree on the host, other users'
+  included, with each member's full command line (which may carry tokens or paths); they
+  may only scan: `release` stays root's.
+
 Exit codes:
   0  report printed; with --check, no tree is orphaned and every tree's ownership was read
   1  with --check: some tree is orphaned
@@ -47,82 +63,6 @@ Exit codes:
   3  /proc could not be read completely: no report when /proc could not be listed; with
      --check, also when no tree is orphaned but some tree's ownership is unknown because a
      process could not be read (reason scan-incomplete: scan as root)";
-
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
-pub struct Totals {
-    pub trees: usize,
-    pub live: usize,
-    pub orphaned: usize,
-    pub suspect: usize,
-    pub unknown: usize,
-    pub orphaned_rss_bytes: u64,
-    pub orphaned_pss_bytes: u64,
-    pub total_rss_bytes: u64,
-    pub total_pss_bytes: u64,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ScanReport {
-    pub schema_version: u32,
-    pub generated_at_unix: u64,
-    pub processes_scanned: usize,
-    pub processes_skipped: u64,
-    pub trees: Vec<TreeView>,
-    pub totals: Totals,
-}
-
-pub fn totals(trees: &[TreeView]) -> Totals {
-    let mut t = Totals {
-        trees: trees.len(),
-        ..Totals::default()
-    };
-    for tree in trees {
-        t.total_rss_bytes += tree.rss_bytes;
-        t.total_pss_bytes += tree.pss_bytes;
-        match tree.state {
-            TreeState::Live => t.live += 1,
-            TreeState::Orphaned => {
-                t.orphaned += 1;
-                t.orphaned_rss_bytes += tree.rss_bytes;
-                t.orphaned_pss_bytes += tree.pss_bytes;
-            }
-            TreeState::Suspect => t.suspect += 1,
-            TreeState::Unknown => t.unknown += 1,
-        }
-    }
-    t
-}
-
-/// Takes the running daemon's verdicts where they need history the scan
-/// lacks: a tree the daemon calls `suspect` (idle, superseded) or orphaned
-/// by `session-ended`, and that the scan saw live, gets the daemon's state.
-/// `daemon_trees` is the `trees` list of the control socket's status.
-/// Returns how many trees changed.
-pub fn merge_daemon_view(report: &mut ScanReport, daemon_trees: &[serde_json::Value]) -> usize {
-    let mut changed = 0;
-    for t in &mut report.trees {
-        let Some(d) = daemon_trees.iter().find(|d| {
-            d["root"]["tgid"].as_u64() == Some(u64::from(t.root.tgid))
-                && d["root"]["start_ticks"].as_u64() == Some(t.root.start_ticks)
-        }) else {
-            continue;
-        };
-        let reason = d["reason"].as_str().map(str::to_string);
-        let state = match d["state"].as_str() {
-            Some("suspect") => TreeState::Suspect,
-            Some("orphaned") if reason.as_deref() == Some("session-ended") => TreeState::Orphaned,
-            _ => continue,
-        };
-        if t.state == TreeState::Live {
-            t.state = state;
-            t.reason = reason;
-            t.judged_by = "daemon";
-            changed += 1;
-        }
-    }
-    report.totals = totals(&report.trees);
-    changed
-}
 
 /// Scans `proc_root` once.
 pub fn scan(config: &Config, proc_root: &Path) -> anyhow::Result<ScanReport> {
@@ -133,9 +73,9 @@ pub fn scan(config: &Config, proc_root: &Path) -> anyhow::Result<ScanReport> {
     let trees = trees::build(&snapshot.procs, config, proc_root);
     Ok(ScanReport {
         schema_version: SCHEMA_VERSION,
-        generated_at_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        source: SOURCE_STANDALONE,
+        daemon: None,
+        generated_at_unix: trees::now_unix(),
         processes_scanned: snapshot.procs.len(),
         processes_skipped: snapshot.skipped,
         totals: totals(&trees),
@@ -164,7 +104,7 @@ pub fn check_exit_code<'a>(trees: impl IntoIterator<Item = (TreeState, Option<&'
 /// `scan`'s exit code once `report` is printed: 0, or with `check` as
 /// [`check_exit_code`] says.
 #[must_use]
-pub fn exit_code(report: &ScanReport, check: bool) -> u8 {
+pub fn exit_code(report: &ReportRows, check: bool) -> u8 {
     if check {
         check_exit_code(report.trees.iter().map(|t| (t.state, t.reason.as_deref())))
     } else {
@@ -185,10 +125,12 @@ fn age(secs: u64) -> String {
     }
 }
 
-/// The table: trees grouped by host, then by session (owner fds).
-pub fn render_human(report: &ScanReport) -> String {
+/// The table: after `source_line` (who answered), trees grouped by host,
+/// then by session (owner fds).
+pub fn render_human(report: &ReportRows, source_line: &str) -> String {
     let mut out = String::new();
-    let mut groups: BTreeMap<String, Vec<&TreeView>> = BTreeMap::new();
+    let _ = writeln!(out, "{source_line}");
+    let mut groups: BTreeMap<String, Vec<&TreeRow>> = BTreeMap::new();
     for t in &report.trees {
         let host = t.host.as_ref().map_or_else(
             || "(no host: adopted by init)".to_string(),
@@ -234,7 +176,7 @@ pub fn render_human(report: &ScanReport) -> String {
                 t.root.tgid,
                 t.server,
                 t.state.as_str(),
-                t.reason.as_deref().unwrap_or("-"),
+                reason_text(t),
                 t.members.len(),
                 age(t.age_seconds),
                 mib(t.rss_bytes),
@@ -246,7 +188,7 @@ pub fn render_human(report: &ScanReport) -> String {
     let tt = &report.totals;
     let _ = writeln!(
         out,
-        "{} trees: {} live, {} orphaned, {} suspect, {} unknown; orphans hold {} RSS, {} PSS ({} processes scanned)",
+        "{} trees: {} live, {} orphaned, {} suspect, {} unknown; orphans hold {} RSS, {} PSS ({} processes {})",
         tt.trees,
         tt.live,
         tt.orphaned,
@@ -254,9 +196,32 @@ pub fn render_human(report: &ScanReport) -> String {
         tt.unknown,
         mib(tt.orphaned_rss_bytes),
         mib(tt.orphaned_pss_bytes),
-        report.processes_scanned
+        report.processes_scanned,
+        if report.daemon.is_some() {
+            "tracked"
+        } else {
+            "scanned"
+        }
     );
     out
+}
+
+/// The reason, with the daemon's clock when it has one: the grace left
+/// before a reap, a reap under way, or how long an observed reason has held.
+fn reason_text(t: &TreeRow) -> String {
+    let reason = t.reason.as_deref().unwrap_or("-");
+    let Some(d) = &t.daemon else {
+        return reason.to_owned();
+    };
+    if d.reaping {
+        format!("{reason} (reaping)")
+    } else if let Some(left) = d.grace_left_seconds {
+        format!("{reason} (grace {} left)", age(left))
+    } else if let Some(since) = d.orphaned_for_seconds {
+        format!("{reason} (for {})", age(since))
+    } else {
+        reason.to_owned()
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,13 @@
 //! come back at once, each with its line and column.
 //! Must never: return a `Config` when any error was found, stop at the
 //! first error, panic on any input, or read anything but the file it is
-//! given (and `/etc/passwd`, through `protect`, to resolve user names).
+//! given (and `/etc/passwd` and `/etc/group`, through `protect`, to
+//! resolve user and group names).
 
 use std::path::Path;
 
 use super::{
+    control::{self, ControlConfig},
     daemon::{self, DaemonConfig},
     errors::{ConfigErrors, Errs},
     host,
@@ -49,6 +51,7 @@ fn fallback() -> Config {
         hosts: Vec::new(),
         servers: Vec::new(),
         protect: Vec::new(),
+        control: ControlConfig::default(),
     };
     Config::from_parts(parts, &[], &[])
 }
@@ -105,6 +108,7 @@ pub(super) fn parse(
     let hosts = host::build(&mut errs, raw.host.unwrap_or_default(), &presets);
     let servers = server::build(&mut errs, raw.server.unwrap_or_default());
     let protect = protect::build(&mut errs, users, raw.protect.unwrap_or_default());
+    let control = control::build(&mut errs, users, raw.control.unwrap_or_default());
 
     if !errs.is_empty() {
         return Err(errs.into_errors(text, source_name));
@@ -117,6 +121,7 @@ pub(super) fn parse(
         hosts,
         servers,
         protect,
+        control,
     };
     Ok(Config::from_parts(parts, preset_hosts, shapes))
 }

@@ -28,7 +28,8 @@
 //!   checks: `daemon` (`[daemon]`), `policy` (`[policy]`, reasons and
 //!   actions), `host` (`[[host]]`, relays; how a host rule matches),
 //!   `server` (`[[server]]`; how a server gets its identity), `protect`
-//!   (`[[protect]]`).
+//!   (`[[protect]]`), `control` (`[control]`: the control socket's read
+//!   group).
 //! - `raw`: the top-level keys and the read that finds every syntax and
 //!   type error.
 //! - `presets`: the built-in hosts and server shapes, and `presets = [...]`.
@@ -40,6 +41,7 @@
 //!   at the default path (`/etc/mcp-reaper/config.toml`), else the
 //!   built-in defaults.
 
+mod control;
 mod daemon;
 mod duration;
 mod errors;
@@ -59,6 +61,7 @@ mod size;
 #[cfg(test)]
 mod tests;
 
+pub use control::{ControlConfig, ReadGroup};
 pub use daemon::{DaemonConfig, Source};
 pub use duration::{format_duration, parse_duration};
 pub use errors::{ConfigError, ConfigErrors};

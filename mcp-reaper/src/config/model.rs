@@ -15,6 +15,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{
+    control::ControlConfig,
     daemon::DaemonConfig,
     host::{self, HostRule},
     label::is_identity,
@@ -42,6 +43,8 @@ pub struct Config {
     pub servers: Vec<ServerRule>,
     #[serde(rename = "protect", skip_serializing_if = "Vec::is_empty")]
     pub protect: Vec<ProtectRule>,
+    #[serde(skip_serializing_if = "ControlConfig::is_default")]
+    pub control: ControlConfig,
     /// File rules, then enabled presets.
     #[serde(skip)]
     all_hosts: Vec<HostRule>,
@@ -59,6 +62,7 @@ pub(super) struct Parts {
     pub(super) hosts: Vec<HostRule>,
     pub(super) servers: Vec<ServerRule>,
     pub(super) protect: Vec<ProtectRule>,
+    pub(super) control: ControlConfig,
 }
 
 impl Config {
@@ -89,6 +93,7 @@ impl Config {
             hosts: parts.hosts,
             servers: parts.servers,
             protect: parts.protect,
+            control: parts.control,
             all_hosts,
             all_servers,
         }

@@ -126,9 +126,11 @@ pub(super) fn any_matches(rules: &[ProtectRule], p: &ProcView<'_>) -> bool {
     rules.iter().any(|r| r.matches_joined(p, &joined))
 }
 
-/// Resolves user names for `[[protect]] users`.
+/// Resolves user names for `[[protect]] users`, and group names for
+/// `[control] read_group`.
 pub(super) trait Users {
     fn uid_of(&self, name: &str) -> Option<u32>;
+    fn gid_of(&self, name: &str) -> Option<u32>;
 }
 
 /// `/etc/passwd` of the machine (read when a name needs resolving).
@@ -137,6 +139,12 @@ pub(super) struct SystemUsers;
 impl Users for SystemUsers {
     fn uid_of(&self, name: &str) -> Option<u32> {
         let text = std::fs::read_to_string("/etc/passwd").ok()?;
+        uid_in_passwd(&text, name)
+    }
+
+    fn gid_of(&self, name: &str) -> Option<u32> {
+        let text = std::fs::read_to_string("/etc/group").ok()?;
+        // Same layout as passwd: name, password, id.
         uid_in_passwd(&text, name)
     }
 }

@@ -22,8 +22,8 @@ use toml::{
 };
 
 use super::{
-    daemon::RawDaemon, errors::Errs, host::RawHost, policy::RawPolicy, protect::RawProtect,
-    server::RawServer,
+    control::RawControl, daemon::RawDaemon, errors::Errs, host::RawHost, policy::RawPolicy,
+    protect::RawProtect, server::RawServer,
 };
 
 type S<T> = Spanned<T>;
@@ -42,6 +42,7 @@ pub(super) struct RawConfig {
     pub(super) host: Option<Vec<S<RawHost>>>,
     pub(super) server: Option<Vec<S<RawServer>>>,
     pub(super) protect: Option<Vec<S<RawProtect>>>,
+    pub(super) control: Option<RawControl>,
 }
 
 fn contains(outer: &Range<usize>, inner: &Range<usize>) -> bool {

@@ -1,5 +1,6 @@
 //! The agent's event loop: source messages, stdin wakes, follow-ups,
-//! timers, reloads and reap results, until shutdown or a dead source.
+//! timers, reloads, `scan` requests and reap results, until shutdown or a
+//! dead source.
 //!
 //! Owns: when each kind of work runs, the end of the loop (`RunEnd`), and
 //! the service manager's keep-alives (`notify`), which come from this loop
@@ -131,6 +132,7 @@ impl Agent {
                     self.heartbeat.beat(status);
                 }
                 Some(wake) = next_wake(&mut self.wake_rx) => self.wake(wake),
+                Some(ask) = next_scan(&mut self.scan_rx) => self.answer_scan(ask),
                 _ = supervise.tick() => self.supervise(),
                 _ = gc.tick() => self.gc(),
                 _ = refresh.tick() => self.refresh_metrics(),
@@ -221,6 +223,15 @@ async fn next_tick(interval: &mut Option<tokio::time::Interval>) {
 }
 
 async fn next_reload(rx: &mut Option<mpsc::Receiver<Arc<Config>>>) -> Option<Arc<Config>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn next_scan(
+    rx: &mut Option<mpsc::Receiver<super::scan::ScanAsk>>,
+) -> Option<super::scan::ScanAsk> {
     match rx {
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,

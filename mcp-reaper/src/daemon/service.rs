@@ -33,7 +33,8 @@ pub struct Services {
     pub listen: Option<std::net::SocketAddr>,
     /// The audit log.
     pub audit: Option<crate::outputs::audit::AuditTarget>,
-    /// The root-only control socket for `release`.
+    /// The control socket: `release` (root only) and `scan` (root, and
+    /// the configured read group).
     pub control_socket: Option<PathBuf>,
     /// Loads the configuration again on SIGHUP (the file, with the command
     /// line's overrides); `None`: SIGHUP is acknowledged, nothing reloads.
@@ -43,18 +44,25 @@ pub struct Services {
 /// How the daemon reads its configuration again (`Services::reload`).
 pub type ConfigLoader = Arc<dyn Fn() -> Result<Config, String> + Send + Sync>;
 
-/// Answers a control request from the published state.
+/// Answers a control request from the published state, or (`scan`) from
+/// the loop's tables through `scan_tx`.
 fn control_handler(
     shared: Arc<std::sync::Mutex<Shared>>,
     reporter: Reporter,
     proc_root: PathBuf,
+    scan_tx: mpsc::Sender<super::scan::ScanAsk>,
 ) -> crate::outputs::control::Handler {
     use crate::outputs::control::{MatchedTree, Peer, Request, Response};
     Arc::new(move |req: Request, peer: Peer| {
+        // Not under the lock: the loop takes it while it answers.
+        if req == Request::Scan {
+            return ask_loop_for_scan(&scan_tx);
+        }
         let mut guard = shared
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match req {
+            Request::Scan => Response::error("internal error: scan under the lock"),
             Request::Status => Response::status(
                 serde_json::json!({ "agent": &guard.status, "trees": &guard.trees }),
                 format!("{} trees tracked", guard.trees.len()),
@@ -108,6 +116,38 @@ fn control_handler(
             }
         }
     })
+}
+
+/// The control socket's handler for `agent`: what `run` serves (tests
+/// serve it too). `scan` is answered by `agent`'s loop from then on.
+pub fn control_handler_for(agent: &mut Agent) -> crate::outputs::control::Handler {
+    let scan_tx = agent.scan_sender();
+    control_handler(
+        agent.shared(),
+        agent.opts.reporter.clone(),
+        agent.opts.proc_root.clone(),
+        scan_tx,
+    )
+}
+
+/// The loop's answer to `scan` (the handler runs on the blocking pool, so
+/// it may wait for it). A full queue or a loop that stopped is an error
+/// answer, which the client reports and falls back on.
+fn ask_loop_for_scan(
+    scan_tx: &mpsc::Sender<super::scan::ScanAsk>,
+) -> crate::outputs::control::Response {
+    use crate::outputs::control::Response;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    if let Err(e) = scan_tx.try_send(tx) {
+        return Response::error(match e {
+            mpsc::error::TrySendError::Full(_) => "busy: too many scans are waiting",
+            mpsc::error::TrySendError::Closed(_) => "the daemon is stopping",
+        });
+    }
+    match rx.blocking_recv() {
+        Ok(doc) => Response::scan(doc, "trees from the daemon's tables"),
+        Err(_) => Response::error("the daemon could not answer (stopping, or the report failed)"),
+    }
 }
 
 /// A release's owner PID is in the sender's PID namespace: translated
@@ -207,7 +247,7 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
     open_reporting(&mut opts, &registry, &services)?;
     let reporter = opts.reporter.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let proc_root = opts.proc_root.clone();
+    let access = control_access(&opts.config);
     let mut agent = Agent::start(opts)?;
     agent.set_notifier(notifier.clone());
     let shared = agent.shared();
@@ -217,8 +257,8 @@ pub async fn run(mut opts: AgentOptions, services: Services) -> anyhow::Result<(
         tasks.push(serve_metrics(addr, registry, shared.clone(), heartbeat, stop).await?);
     }
     if let Some(path) = services.control_socket.clone() {
-        let handler = control_handler(shared.clone(), reporter.clone(), proc_root);
-        tasks.push(serve_control(path, handler, stopped(stop_rx.clone())).await?);
+        let handler = control_handler_for(&mut agent);
+        tasks.push(serve_control(path, handler, access, stopped(stop_rx.clone())).await?);
     }
     // SIGHUP is handled from before `ready`: its default action would end
     // the daemon.
@@ -340,11 +380,13 @@ async fn serve_metrics(
 async fn serve_control(
     path: PathBuf,
     handler: crate::outputs::control::Handler,
+    access: crate::outputs::control::Access,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let (bound_tx, bound_rx) = tokio::sync::oneshot::channel::<std::io::Result<()>>();
     let task = tokio::spawn(async move {
-        let res = crate::outputs::control::serve(&path, handler, stop).await;
+        let stats = Arc::new(crate::outputs::control::ControlStats::default());
+        let res = crate::outputs::control::serve_with(&path, handler, access, stop, stats).await;
         if let Err(e) = res {
             let _ = bound_tx.send(Err(e));
         }
@@ -353,6 +395,15 @@ async fn serve_control(
         anyhow::bail!("control socket: {e}");
     }
     Ok(task)
+}
+
+/// Who may use the control socket, from `[control]`: root and the
+/// daemon's uid, and (read-only) the members of `read_group`. Read at
+/// start: a reload does not change it.
+pub fn control_access(config: &Config) -> crate::outputs::control::Access {
+    crate::outputs::control::Access {
+        read_gid: config.control.read_group.as_ref().map(|g| g.gid),
+    }
 }
 
 /// Resolves on SIGINT or SIGTERM (`term`: the SIGTERM stream, set up

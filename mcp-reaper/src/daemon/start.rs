@@ -102,6 +102,7 @@ impl Agent {
             fault_source_stop: None,
             fault_loop_hang: None,
             reload_rx: None,
+            scan_rx: None,
             trees_saved: None,
             trees_saved_at: None,
             counters,

@@ -7,6 +7,7 @@
 //! - `check`: gathering one tree's evidence and recording its verdict;
 //! - `verdict`: the pure weighing of that evidence (state and reason);
 //! - `schedule`: when trees are checked, and the tick's decisions;
+//! - `scan_view`: the trees as `scan` shows them, from the tables alone;
 //! - `watches`: the kernel's watch map and the table kept across restarts;
 //! - `tables`: the bounds of every table, and the outboxes.
 //!
@@ -47,6 +48,7 @@ mod images;
 #[cfg(test)]
 mod props;
 mod record;
+mod scan_view;
 mod schedule;
 mod tables;
 #[cfg(test)]

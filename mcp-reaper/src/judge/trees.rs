@@ -13,15 +13,21 @@
 //! - `roots`: which processes are roots, and their members.
 //! - `memory`: RSS and PSS, cached.
 //! - `build`: every tree of one /proc snapshot, for `scan`.
+//! - `report`: the report `scan` prints, from either source.
 
 mod build;
 mod memory;
+mod report;
 mod roots;
 mod state;
 mod view;
 
-pub use build::{build, session_from_env, session_in_environ};
+pub use build::{build, session_from_env, session_in_environ, uptime_ticks};
 pub use memory::{MemoryCache, parse_pss, pss_bytes};
+pub use report::{
+    DaemonInfo, ReportRows, SCHEMA_VERSION, SOURCE_DAEMON, SOURCE_STANDALONE, ScanReport, Totals,
+    TreeRow, now_unix, totals,
+};
 pub use roots::{find_roots, members_of};
 pub use state::{TreeState, classify};
-pub use view::{HostView, MemberView, OwnerFd, TreeView, still_holds};
+pub use view::{DaemonVerdict, HostView, MemberView, OwnerFd, TreeView, still_holds};

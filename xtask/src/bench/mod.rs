@@ -8,15 +8,16 @@
 //!
 //! Layers, each importing only the ones below it: this file (options,
 //! dispatch, writing sections); the benchmarks (`spawn_storm`, `scan`,
-//! `latency/`, `scrape`, `churn_memory`), which never import each other or
-//! this file; and what they share: `context` (the run's context), `daemon`
-//! (the daemon under test), `shared` (fake servers, scratch directory,
+//! `latency/`, `scrape`, `churn_memory`; `scan_daemon` is `scan`'s own),
+//! which never import each other or this file; and what they share:
+//! `context` (the run's context), `daemon` (the daemon under test), `shared` (fake servers, scratch directory,
 //! storms, statistics) and `report` (sections of BENCHMARKS.md).
 mod churn_memory;
 mod context;
 mod latency;
 mod report;
 mod scan;
+mod scan_daemon;
 mod scrape;
 mod shared;
 mod spawn_storm;

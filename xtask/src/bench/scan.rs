@@ -4,7 +4,9 @@
 //! with thousands of extra processes. The extra processes are `sleep`
 //! children of this benchmark (a few renamed to look like MCP servers); they
 //! are killed and reaped when it ends, also on error. Rounds alternate which
-//! command goes first, and the medians are compared.
+//! command goes first, and the medians are compared. Then `scan_daemon`
+//! times `scan --json` answered by a running daemon that follows many live
+//! trees, side by side with the standalone scan and the pipeline.
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -14,10 +16,11 @@ use anyhow::{Context as _, Result, bail};
 
 use super::context::Context;
 use super::report::Section;
+use super::scan_daemon::{self, DaemonRun};
 use super::shared::{count_processes, median};
 
 const TITLE: &str = "Scan vs ps pipeline";
-const SCAN_ARGS: &[&str] = &["scan", "--json"];
+const SCAN_ARGS: &[&str] = &["scan", "--json", "--standalone"];
 const PIPELINE: &str = "ps aux | grep -E 'mcp-server-(filesystem|github)' | wc -l";
 const SHELL: &str = "/bin/sh";
 /// Renames its `sleep` with bash's `exec -a` so `ps aux` shows the name.
@@ -39,6 +42,12 @@ pub struct Args {
     /// Runs of each command in the scan benchmark, alternating (at least 2).
     #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u32).range(2..))]
     scan_rounds: u32,
+    /// Live fake server trees the daemon follows while it answers `scan`.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    scan_trees: u32,
+    /// Daemon-answered `scan --json` calls timed (p50 and p99).
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u32).range(2..))]
+    scan_daemon_calls: u32,
 }
 
 /// The extra processes; dropping it kills and reaps every one.
@@ -97,7 +106,7 @@ enum Subject {
 impl Subject {
     fn label(self) -> &'static str {
         match self {
-            Self::Scan => "`mcp-reaper scan --json`",
+            Self::Scan => "`mcp-reaper scan --json --standalone`",
             // `\|`: a bare pipe splits a Markdown table cell, even in code.
             Self::Pipeline => r"`ps aux \| grep -E … \| wc -l`",
         }
@@ -244,14 +253,29 @@ pub fn run(ctx: &Context, args: &Args) -> Result<Section> {
     }
     let procs_after = count_processes()?;
     drop(crowd);
-    Ok(summarize(
+    let daemon = scan_daemon::run(
+        ctx,
+        args.scan_trees,
+        args.scan_daemon_calls,
+        args.scan_rounds,
+        PIPELINE,
+    )?;
+    let mut section = summarize(
         ctx,
         args,
         &check,
         (procs_before, procs_after),
         &scan,
         &pipeline,
-    ))
+    );
+    add_daemon(&mut section, &daemon);
+    Ok(section)
+}
+
+/// The daemon half's table and target into `section`.
+fn add_daemon(section: &mut Section, daemon: &DaemonRun) {
+    let missed = scan_daemon::write(&mut section.body, daemon);
+    section.missed_targets.extend(missed);
 }
 
 fn ms(d: Duration) -> f64 {
@@ -411,6 +435,8 @@ mod tests {
         let args = Args {
             extra_processes: 2000,
             scan_rounds: 2,
+            scan_trees: 1000,
+            scan_daemon_calls: 200,
         };
         let ms = Duration::from_millis;
         let s = summarize(

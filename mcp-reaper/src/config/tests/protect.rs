@@ -13,6 +13,9 @@ fn protect_rules() {
         fn uid_of(&self, name: &str) -> Option<u32> {
             protect::uid_in_passwd(self.0, name)
         }
+        fn gid_of(&self, _: &str) -> Option<u32> {
+            None
+        }
     }
     let text = r#"
 [[protect]]
@@ -55,4 +58,62 @@ cmdline = '.* --keep-alive(?: .*)?'
     assert!(!Config::default().is_protected(&mk(0, None, "x")));
     let e = load::parse("[[protect]]\nusers = [\"nobody-here\"]\n", "t", &P(passwd)).unwrap_err();
     assert!(e.to_string().starts_with("t:2:10: unknown user"), "{e}");
+}
+
+/// `[control] read_group`: a group name resolved from the group file, or a
+/// gid; anything else is an error at its line, and the section round-trips.
+#[test]
+fn control_read_group() {
+    struct G;
+    impl protect::Users for G {
+        fn uid_of(&self, _: &str) -> Option<u32> {
+            None
+        }
+        fn gid_of(&self, name: &str) -> Option<u32> {
+            protect::uid_in_passwd("root:x:0:\nmcp-reaper:x:994:alice,bob\n", name)
+        }
+    }
+    let parse = |text: &str| load::parse(text, "t", &G);
+    let gid = |text: &str| {
+        parse(text)
+            .map(|c| c.control.read_group.map(|g| g.gid))
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(gid(""), Ok(None));
+    assert_eq!(gid("[control]\n"), Ok(None));
+    assert_eq!(
+        gid("[control]\nread_group = \"mcp-reaper\"\n"),
+        Ok(Some(994))
+    );
+    assert_eq!(gid("[control]\nread_group = 4321\n"), Ok(Some(4321)));
+    for (bad, says) in [
+        (
+            "read_group = \"nobody-here\"",
+            "t:2:14: unknown group \"nobody-here\"",
+        ),
+        (
+            "read_group = -1",
+            "t:2:14: read_group -1 is not a valid gid",
+        ),
+        ("read_group = 4294967295", "not a valid gid"),
+        (
+            "read_group = true",
+            "t:2:14: read_group must be a group name",
+        ),
+        ("read_groups = \"x\"", "t:2:1: unknown field"),
+    ] {
+        let e = gid(&format!("[control]\n{bad}\n")).unwrap_err();
+        assert!(e.contains(says), "{bad}: {e}");
+    }
+    // The section round-trips, by name or by gid, and is left out unset.
+    for text in [
+        "[control]\nread_group = \"mcp-reaper\"\n",
+        "[control]\nread_group = 7\n",
+    ] {
+        let c = parse(text).unwrap();
+        let again = parse(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(again, c);
+    }
+    let plain = parse("").unwrap().to_toml().unwrap();
+    assert!(!plain.contains("[control]"), "{plain}");
 }

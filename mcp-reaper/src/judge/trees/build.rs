@@ -148,7 +148,8 @@ impl Snapshot<'_> {
             rss_bytes: member_views.iter().map(|m| m.rss_bytes).sum(),
             pss_bytes: member_views.iter().filter_map(|m| m.pss_bytes).sum(),
             members: member_views,
-            ownership: own,
+            ownership: Some(own),
+            daemon: None,
         })
     }
 
@@ -270,7 +271,7 @@ pub fn session_in_environ(raw: &[u8], names: &[String]) -> Option<String> {
 }
 
 /// Time since boot in clock ticks, from `uptime`.
-fn uptime_ticks(proc_root: &Path) -> u64 {
+pub fn uptime_ticks(proc_root: &Path) -> u64 {
     std::fs::read_to_string(proc_root.join("uptime"))
         .ok()
         .and_then(|s| {

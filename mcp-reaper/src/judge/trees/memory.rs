@@ -64,6 +64,12 @@ impl MemoryCache {
         })
     }
 
+    /// RSS and PSS of `key` as last read, however old; never reads /proc
+    /// (the daemon's answer to `scan` must not wait for smaps_rollup).
+    pub fn cached(&self, key: ProcKey) -> Option<(u64, u64)> {
+        self.entries.get(&key).map(|&(_, rss, pss)| (rss, pss))
+    }
+
     /// `read`'s cache logic, with the /proc read passed in.
     fn get_with(
         &mut self,

@@ -6,12 +6,12 @@
 //! Must never: read anything or signal anything, or call a tree orphaned
 //! on less than the kernel's word: an `Unknown` ownership stays `unknown`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::ownership::{self, OwnerState};
 
 /// A tree's state, as `scan` and the metrics report it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TreeState {
     /// Its owner holds the far end of its stdio.

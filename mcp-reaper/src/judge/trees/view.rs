@@ -3,14 +3,15 @@
 //! far end of its stdio.
 //!
 //! Owns: `TreeView`, `MemberView`, `HostView`, `OwnerFd` (a holder named
-//! by pid, start time, fd and inode) and `still_holds`, the cheap recheck
-//! that a recorded holder still holds the same far end.
+//! by pid, start time, fd and inode), `DaemonVerdict` (what only a running
+//! daemon knows of a tree) and `still_holds`, the cheap recheck that a
+//! recorded holder still holds the same far end.
 //! Must never: signal anything, or let a recycled PID or a reused fd
 //! number stand for a recorded holder: `still_holds` checks all four.
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::state::TreeState;
 use crate::{
@@ -19,7 +20,7 @@ use crate::{
 };
 
 /// The host process at the far end of a tree's stdio (or its parent).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct HostView {
     pub pid: u32,
     pub start_ticks: u64,
@@ -37,7 +38,7 @@ pub struct HostView {
 }
 
 /// One member process of a tree.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MemberView {
     pub pid: u32,
     pub start_ticks: u64,
@@ -81,14 +82,43 @@ pub struct TreeView {
     pub members: Vec<MemberView>,
     pub rss_bytes: u64,
     pub pss_bytes: u64,
-    /// The full ownership evidence.
-    pub ownership: StdioOwnership,
+    /// The full ownership evidence; `null` in a daemon's answer, which
+    /// keeps the verdict and its reason, not the raw evidence.
+    pub ownership: Option<StdioOwnership>,
+    /// What only a running daemon knows (clocks, releases, decisions);
+    /// absent from a standalone scan.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<DaemonVerdict>,
+}
+
+/// What a running daemon knows of a tree that one look at /proc cannot:
+/// how long it has been orphaned or idle, the policy's decision and the
+/// grace left before a reap, and the processes whose release it stands on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DaemonVerdict {
+    /// The policy's action for the tree's reason (`enforce`, `observe`),
+    /// when it has an orphan or suspect reason.
+    pub action: Option<String>,
+    /// The last decision (`wait`, `enforce`, `observe`, `dry-run`, `hold`,
+    /// `none`).
+    pub decision: Option<String>,
+    /// Since the current orphan or suspect reason was first confirmed.
+    pub orphaned_for_seconds: Option<u64>,
+    /// Grace left before the tree is reaped, when the policy enforces its
+    /// reason (0: due at the next look).
+    pub grace_left_seconds: Option<u64>,
+    /// How long the tree had been silent at its last check.
+    pub idle_for_seconds: Option<u64>,
+    /// A reap is under way.
+    pub reaping: bool,
+    /// The processes a host's `release` covered.
+    pub released_by: Vec<ProcKey>,
 }
 
 /// A host fd holding the far end of a tree's stdio, named completely: the
 /// process by (pid, start time), and the object by its inode, so that a
 /// recycled PID or a reused fd number never stands for this holder.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct OwnerFd {
     pub pid: u32,
     pub start_ticks: u64,

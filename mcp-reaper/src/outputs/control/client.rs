@@ -17,6 +17,8 @@ use super::protocol::{Request, Response};
 
 /// Longest response line the client accepts.
 pub const MAX_RESPONSE_BYTES: u64 = 16 * 1024 * 1024;
+/// The client's read buffer.
+const READ_BUFFER: usize = 256 * 1024;
 
 /// `mcp-reaper release` exit codes.
 pub const EXIT_MATCHED: u8 = 0;
@@ -63,6 +65,34 @@ pub fn exit_code(result: &Result<Response, ControlError>) -> u8 {
 /// is returned as `ControlError::PermissionDenied`; other `ok: false`
 /// answers come back as a `Response`.
 pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response, ControlError> {
+    let buf = request_line(path, req, timeout)?;
+    let resp: Response =
+        serde_json::from_slice(&buf).map_err(|e| ControlError::Protocol(e.to_string()))?;
+    if !resp.ok
+        && let Some(e) = resp.error.as_deref()
+        && let Some(denied) = permission_denied(e)
+    {
+        return Err(denied);
+    }
+    Ok(resp)
+}
+
+/// A daemon's "permission denied: ..." answer as the client's error.
+pub fn permission_denied(error: &str) -> Option<ControlError> {
+    error
+        .strip_prefix("permission denied: ")
+        .map(|detail| ControlError::PermissionDenied {
+            detail: detail.to_owned(),
+        })
+}
+
+/// Sends one request and returns its response line as sent (newline
+/// included), unparsed: a large answer (`scan`) need not be copied again.
+pub fn request_line(
+    path: &Path,
+    req: &Request,
+    timeout: Duration,
+) -> Result<Vec<u8>, ControlError> {
     let io_err = |source: io::Error| {
         if matches!(
             source.kind(),
@@ -88,7 +118,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
         },
         io::ErrorKind::PermissionDenied => ControlError::PermissionDenied {
             detail: format!(
-                "cannot connect to {}: only root may release sessions",
+                "cannot connect to {}: only root (and, to scan, the daemon's read group) may",
                 path.display()
             ),
         },
@@ -100,8 +130,9 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
     let mut line = serde_json::to_vec(req).map_err(|e| ControlError::Protocol(e.to_string()))?;
     line.push(b'\n');
     (&stream).write_all(&line).map_err(io_err)?;
-    let mut reader = io::BufReader::new((&stream).take(MAX_RESPONSE_BYTES));
-    let mut buf = Vec::new();
+    // Large reads: a scan's answer is hundreds of kilobytes.
+    let mut reader = io::BufReader::with_capacity(READ_BUFFER, (&stream).take(MAX_RESPONSE_BYTES));
+    let mut buf = Vec::with_capacity(READ_BUFFER);
     reader.read_until(b'\n', &mut buf).map_err(io_err)?;
     if buf.last() != Some(&b'\n') {
         return Err(ControlError::Protocol(if buf.is_empty() {
@@ -110,19 +141,7 @@ pub fn request(path: &Path, req: &Request, timeout: Duration) -> Result<Response
             "truncated or oversized answer".into()
         }));
     }
-    let resp: Response =
-        serde_json::from_slice(&buf).map_err(|e| ControlError::Protocol(e.to_string()))?;
-    if !resp.ok
-        && let Some(detail) = resp
-            .error
-            .as_deref()
-            .and_then(|e| e.strip_prefix("permission denied: "))
-    {
-        return Err(ControlError::PermissionDenied {
-            detail: detail.to_owned(),
-        });
-    }
-    Ok(resp)
+    Ok(buf)
 }
 
 /// Parses `--owner PID[:FD]`: a positive decimal PID, optionally a colon

@@ -3,7 +3,8 @@
 //! the peer (SO_PEERPIDFD), which tells whether that PID still names the
 //! sender.
 //!
-//! Owns: reading both from a connected socket, and the liveness check.
+//! Owns: reading both from a connected socket, the peer's supplementary
+//! groups (SO_PEERGROUPS, for the read group), and the liveness check.
 //! Must never: signal the peer, or claim a PID still names the sender when
 //! it cannot tell (`still_running` is `None` then).
 
@@ -13,6 +14,11 @@ use std::sync::Arc;
 /// `SO_PEERPIDFD` (asm-generic/socket.h, as on x86_64 and arm64): a pidfd
 /// of the process that connected.
 const SO_PEERPIDFD: libc::c_int = 77;
+/// `SO_PEERGROUPS` (asm-generic/socket.h, Linux 4.13+): the supplementary
+/// groups of the process that connected, as they were at connect time.
+const SO_PEERGROUPS: libc::c_int = 59;
+/// Supplementary groups a process can have (NGROUPS_MAX).
+const MAX_GROUPS: usize = 65_536;
 
 /// Who sent a request.
 #[derive(Clone, Debug, Default)]
@@ -49,6 +55,40 @@ impl Peer {
             .parse()
             .ok()?;
         Some(self.pid.is_some_and(|p| i64::from(p) == pid))
+    }
+}
+
+/// The supplementary groups of the peer of the connected socket `fd`;
+/// `None` when the kernel cannot tell (before 4.13).
+pub fn peer_groups(fd: RawFd) -> Option<Vec<u32>> {
+    let mut groups: Vec<libc::gid_t> = vec![0; 64];
+    loop {
+        let bytes = groups.len() * std::mem::size_of::<libc::gid_t>();
+        let mut len = libc::socklen_t::try_from(bytes).ok()?;
+        // SAFETY: getsockopt writes at most `len` bytes into `groups`, a
+        // buffer of that size we own; `fd` is open for the call.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_PEERGROUPS,
+                groups.as_mut_ptr().cast(),
+                &raw mut len,
+            )
+        };
+        let n = usize::try_from(len).ok()? / std::mem::size_of::<libc::gid_t>();
+        if rc == 0 {
+            groups.truncate(n.min(groups.len()));
+            return Some(groups);
+        }
+        // ERANGE: `len` now says how much room the list needs.
+        if std::io::Error::last_os_error().raw_os_error() != Some(libc::ERANGE)
+            || n <= groups.len()
+            || n > MAX_GROUPS
+        {
+            return None;
+        }
+        groups.resize(n, 0);
     }
 }
 

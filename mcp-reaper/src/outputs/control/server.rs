@@ -1,13 +1,15 @@
 //! The control server: the accept loop and one task per connection.
 //!
 //! Owns: the connection limit, the idle timeout, the peer credential check
-//! (SO_PEERCRED on every connection), bounded line reading, passing each
-//! valid request to the daemon's handler on the blocking pool, and the
-//! server's counters. On shutdown it removes the socket only if the file is
-//! still the one it bound.
+//! (SO_PEERCRED and SO_PEERGROUPS on every connection, weighed by the pure
+//! `rights`), bounded line reading, passing each valid request to the
+//! daemon's handler on the blocking pool, and the server's counters. On
+//! shutdown it removes the socket only if the file is still the one it
+//! bound.
 //! Must never: pass a request from a peer other than root or the daemon's
-//! own uid to the handler, let one connection's oversized, malformed or
-//! slow input crash the server or stall the others, or decide anything:
+//! own uid to the handler, save a read-only request (`scan`) from a member
+//! of the configured read group, let one connection's oversized, malformed
+//! or slow input crash the server or stall the others, or decide anything:
 //! the handler matches trees and the policy acts on them.
 
 use std::{
@@ -30,10 +32,48 @@ use tokio::{
 };
 
 use super::{
-    peer::Peer,
-    protocol::{MAX_REQUEST_BYTES, PERMISSION_DENIED, Request, Response},
+    peer::{Peer, peer_groups},
+    protocol::{MAX_REQUEST_BYTES, PERMISSION_DENIED, READ_ONLY_DENIED, Request, Response},
     socket::bind,
 };
+
+/// Who may use the socket besides root and the daemon's own uid.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Access {
+    /// Members of this group (primary or supplementary) may send read-only
+    /// requests (`scan`); the socket file is made theirs to connect to.
+    pub read_gid: Option<u32>,
+}
+
+/// What a peer may ask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rights {
+    /// Root or the daemon's own uid: every request.
+    Full,
+    /// A member of the read group: read-only requests.
+    ReadOnly,
+    /// Anyone else: nothing.
+    Nothing,
+}
+
+/// What the peer with `uid`, primary `gid` and supplementary `groups` may
+/// ask of a daemon running as `own_uid` with `access`. `groups` is only
+/// called when it matters.
+pub fn rights(
+    uid: u32,
+    gid: u32,
+    groups: impl FnOnce() -> Vec<u32>,
+    own_uid: u32,
+    access: Access,
+) -> Rights {
+    if uid == 0 || uid == own_uid {
+        return Rights::Full;
+    }
+    match access.read_gid {
+        Some(g) if gid == g || groups().contains(&g) => Rights::ReadOnly,
+        _ => Rights::Nothing,
+    }
+}
 
 /// Connections served at once; more are closed at once and counted.
 pub const MAX_CONNECTIONS: usize = 32;
@@ -86,7 +126,19 @@ pub async fn serve_counted(
     shutdown: impl Future<Output = ()>,
     stats: Arc<ControlStats>,
 ) -> io::Result<()> {
-    let listener = bind(path).await?;
+    serve_with(path, handler, Access::default(), shutdown, stats).await
+}
+
+/// `serve_counted`, letting `access`'s read group in for read-only requests
+/// (the socket file is then group-owned by it, mode 0660).
+pub async fn serve_with(
+    path: &Path,
+    handler: Handler,
+    access: Access,
+    shutdown: impl Future<Output = ()>,
+    stats: Arc<ControlStats>,
+) -> io::Result<()> {
+    let listener = bind(path, access.read_gid).await?;
     // Remember which file is ours, so shutdown never removes a successor's.
     let ours = std::fs::symlink_metadata(path)
         .map(|m| (m.dev(), m.ino()))
@@ -104,7 +156,7 @@ pub async fn serve_counted(
                     Ok(slot) => {
                         let (h, s) = (Arc::clone(&handler), Arc::clone(&stats));
                         conns.spawn(async move {
-                            connection(stream, h, s, own_uid).await;
+                            connection(stream, h, s, own_uid, access).await;
                             drop(slot);
                         });
                     }
@@ -173,12 +225,26 @@ pub(super) async fn read_line_bounded<R: AsyncBufRead + Unpin>(
     Ok(Line::Oversized)
 }
 
-async fn connection(stream: UnixStream, handler: Handler, stats: Arc<ControlStats>, own_uid: u32) {
+async fn connection(
+    stream: UnixStream,
+    handler: Handler,
+    stats: Arc<ControlStats>,
+    own_uid: u32,
+    access: Access,
+) {
     let peer = stream.peer_cred();
-    let allowed = match &peer {
-        Ok(c) => c.uid() == 0 || c.uid() == own_uid,
-        Err(_) => false,
+    let fd = std::os::fd::AsRawFd::as_raw_fd(&stream);
+    let may = match &peer {
+        Ok(c) => rights(
+            c.uid(),
+            c.gid(),
+            || peer_groups(fd).unwrap_or_default(),
+            own_uid,
+            access,
+        ),
+        Err(_) => Rights::Nothing,
     };
+    let allowed = may != Rights::Nothing;
     if !allowed {
         bump(&stats.refused);
         match &peer {
@@ -216,6 +282,14 @@ async fn connection(stream: UnixStream, handler: Handler, stats: Arc<ControlStat
                 Err(e) => {
                     bump(&stats.malformed);
                     Response::error(format!("malformed request: {e}"))
+                }
+                Ok(req) if may == Rights::ReadOnly && !req.is_read_only() => {
+                    bump(&stats.refused);
+                    tracing::warn!(
+                        pid = ?sender.pid,
+                        "control socket: refused a request that acts from the read group"
+                    );
+                    Response::error(READ_ONLY_DENIED)
                 }
                 Ok(req) => {
                     bump(&stats.requests);

@@ -70,9 +70,70 @@ fn requests_have_the_documented_wire_form() {
 }
 
 #[test]
+fn scan_has_its_wire_form_and_is_the_only_read_only_request() {
+    let scan: Request = serde_json::from_str(r#"{"scan": {}}"#).unwrap();
+    assert_eq!(scan, Request::Scan);
+    assert_eq!(serde_json::to_string(&scan).unwrap(), r#"{"scan":{}}"#);
+    assert!(scan.is_read_only());
+    assert!(!Request::Status.is_read_only());
+    let release = serde_json::from_str::<Request>(r#"{"release":{"session":"a"}}"#).unwrap();
+    assert!(!release.is_read_only());
+}
+
+#[test]
+fn a_scan_answer_carries_the_document_as_sent() {
+    let doc = r#"{"source":"daemon","trees":[]}"#;
+    let raw = serde_json::value::RawValue::from_string(doc.to_owned()).unwrap();
+    let line = Response::scan(raw, "m").to_line();
+    assert_eq!(line.last(), Some(&b'\n'));
+    let back: Response = serde_json::from_slice(&line).unwrap();
+    assert_eq!(back.scan.map(|r| r.get().to_owned()).as_deref(), Some(doc));
+}
+
+#[test]
+fn who_may_ask_what() {
+    let own = 998;
+    let group = Access {
+        read_gid: Some(500),
+    };
+    let none = Access::default();
+    let no_groups = Vec::new;
+    // (uid, gid, supplementary groups, access) -> rights
+    let cases: [(u32, u32, Vec<u32>, Access, Rights); 8] = [
+        (0, 0, vec![], none, Rights::Full),
+        (own, own, vec![], none, Rights::Full),
+        (1000, 1000, vec![], none, Rights::Nothing),
+        (1000, 1000, vec![500], none, Rights::Nothing),
+        (1000, 500, vec![], group, Rights::ReadOnly),
+        (1000, 1000, vec![4, 500], group, Rights::ReadOnly),
+        (1000, 1000, vec![501], group, Rights::Nothing),
+        (0, 0, vec![], group, Rights::Full),
+    ];
+    for (uid, gid, groups, access, want) in cases {
+        let g = groups.clone();
+        assert_eq!(
+            rights(uid, gid, move || g, own, access),
+            want,
+            "uid {uid} gid {gid} groups {groups:?} {access:?}"
+        );
+    }
+    assert_eq!(rights(7, 7, no_groups, own, group), Rights::Nothing);
+}
+
+#[test]
 fn invalid_requests_are_rejected() {
     for bad in [
         r#"{}"#,
+        r#"{"scan":{},"status":{}}"#,
+        r#"{"scan":{},"release":{"session":"a"}}"#,
+        r#"{"scan":{"all":true}}"#,
+        r#"{"scan":{},"dry_run":true}"#,
+        r#"{"status":{},"dry_run":true}"#,
+        r#"{"scan":null}"#,
+        r#"{"scan":[]}"#,
+        r#"{"scan":"yes"}"#,
+        r#"{"SCAN":{}}"#,
+        r#""scan""#,
         r#"{"release":{"owner":{"pid":0}}}"#,
         r#"{"release":{"session":""}}"#,
         r#"{"release":{"owner":{"pid":1}},"status":{}}"#,

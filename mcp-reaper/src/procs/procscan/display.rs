@@ -17,14 +17,20 @@ use super::info::ProcInfo;
 /// process cannot forge log lines or hide text. A kernel thread (no command
 /// line) shows as `[comm]`.
 pub fn display_cmdline(info: &ProcInfo) -> String {
+    display_args(&info.comm, &info.cmdline, info.cmdline_truncated)
+}
+
+/// [`display_cmdline`] of a process known by its `comm` and arguments
+/// (the daemon's process table keeps no `ProcInfo`).
+pub fn display_args(comm: &str, cmdline: &[String], truncated: bool) -> String {
     let mut out = String::new();
-    if info.cmdline.is_empty() {
+    if cmdline.is_empty() {
         out.push('[');
-        escape_into(&mut out, &info.comm, false);
+        escape_into(&mut out, comm, false);
         out.push(']');
         return out;
     }
-    for (i, arg) in info.cmdline.iter().enumerate() {
+    for (i, arg) in cmdline.iter().enumerate() {
         if i > 0 {
             out.push(' ');
         }
@@ -37,7 +43,7 @@ pub fn display_cmdline(info: &ProcInfo) -> String {
             out.push('"');
         }
     }
-    if info.cmdline_truncated {
+    if truncated {
         out.push_str(" [truncated]");
     }
     out

@@ -30,7 +30,7 @@ mod parse;
 mod read;
 mod walk;
 
-pub use display::display_cmdline;
+pub use display::{display_args, display_cmdline};
 pub use error::ProcError;
 pub use info::{MAX_CMDLINE_BYTES, ProcInfo};
 pub use parse::parse_cgroup;
