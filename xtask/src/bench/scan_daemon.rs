@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result, bail};
 
 use super::context::Context;
-use super::daemon::RunArgs;
 use super::shared::{Fleet, Scratch, count_processes, percentile};
+use crate::child_daemon::RunArgs;
 
 /// p99 of a daemon-answered `scan --json` must not exceed this.
 pub const TARGET_P99: Duration = Duration::from_millis(5);
