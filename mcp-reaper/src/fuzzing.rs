@@ -24,15 +24,32 @@ fn text(data: &[u8]) -> Option<&str> {
     std::str::from_utf8(data).ok()
 }
 
-/// A ring-buffer record from the kernel programs.
+/// A ring-buffer record from the kernel programs: whatever decodes had
+/// exactly the size of the kind its header names, and names a process.
 pub fn kernel_record(data: &[u8]) {
-    let _ = decode::decode(data);
+    let Ok(ev) = decode::decode(data) else { return };
+    let size = data
+        .get(..4)
+        .and_then(|h| <[u8; 4]>::try_from(h).ok())
+        .and_then(|h| decode::RecordKind::try_from(u32::from_ne_bytes(h)).ok())
+        .map(decode::RecordKind::size);
+    assert_eq!(size, Some(data.len()), "decoded a misframed record: {ev:?}");
+    assert_ne!(ev.key().tgid, 0, "decoded a record of pid 0: {ev:?}");
 }
 
-/// A configuration file, and the values its keys take.
+/// A configuration file, and the values its keys take: a file that parses
+/// writes back as TOML that parses to an equal configuration.
 pub fn config(data: &[u8]) {
     let Some(t) = text(data) else { return };
-    let _ = Config::from_toml_str(t, "fuzz.toml");
+    if let Ok(c) = Config::from_toml_str(t, "fuzz.toml") {
+        let again = c
+            .to_toml()
+            .map(|back| Config::from_toml_str(&back, "again.toml"));
+        assert!(
+            matches!(again, Ok(Ok(ref d)) if *d == c),
+            "a parsed configuration did not survive a round trip: {again:?}"
+        );
+    }
     let _ = parse_duration(t);
     let _ = crate::config::parse_bytes(t);
     let _ = policy::parse_reason(t);
@@ -103,5 +120,83 @@ pub fn state_files(data: &[u8]) {
     }
     if let Ok(table) = serde_json::from_slice::<crate::daemon::persist::SavedTable>(data) {
         let _ = crate::daemon::persist::verify(table, |_| true);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// The seed corpus of `target`: (file name, bytes).
+    fn seeds(target: &str) -> Vec<(String, Vec<u8>)> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../fuzz/corpus")
+            .join(target);
+        let mut out: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| {
+                let path = e.unwrap().path();
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                (name, std::fs::read(&path).unwrap())
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The seeds are what the targets start from: the well-formed ones
+    /// decode or parse (and pass the targets' checks), the malformed one is
+    /// rejected, and garbage made of each seed is rejected.
+    #[test]
+    fn seed_records_decode_and_their_garbage_is_rejected() {
+        let seeds = seeds("kernel_record");
+        assert!(seeds.len() >= 6, "{seeds:?}");
+        for (name, bytes) in &seeds {
+            super::kernel_record(bytes);
+            let got = crate::source::decode::decode(bytes);
+            // `short` is a bare header; `close` has file kind 0 (none).
+            let malformed = ["short", "close"].contains(&name.as_str());
+            assert_eq!(got.is_ok(), !malformed, "{name}: {got:?}");
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert!(
+                crate::source::decode::decode(&longer).is_err(),
+                "{name} + 1 byte"
+            );
+            let mut unknown = bytes.clone();
+            if unknown.len() >= 4 {
+                unknown[..4].copy_from_slice(&0xdead_u32.to_ne_bytes());
+                assert!(
+                    crate::source::decode::decode(&unknown).is_err(),
+                    "{name}, kind 0xdead"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn seed_configurations_parse_and_their_garbage_is_rejected() {
+        for (name, bytes) in seeds("config") {
+            super::config(&bytes);
+            let text = String::from_utf8(bytes).unwrap();
+            if name.ends_with(".toml") {
+                // The presets file names hosts the enabled presets already
+                // have: as a user's file it needs the presets off.
+                let text = if name == "presets.toml" {
+                    assert!(crate::config::Config::from_toml_str(&text, &name).is_err());
+                    format!("presets = []\n{text}")
+                } else {
+                    text
+                };
+                let parsed = crate::config::Config::from_toml_str(&text, &name);
+                assert!(parsed.is_ok(), "{name}: {parsed:?}");
+                let broken = format!("{text}\n[[host]]\nname = 1\n");
+                assert!(
+                    crate::config::Config::from_toml_str(&broken, &name).is_err(),
+                    "{name}"
+                );
+            }
+        }
     }
 }
