@@ -398,6 +398,22 @@ mod tests {
             Path::new("/bin/sh"),
             &["-c", "echo starting >&2; echo ready >&2; exec sleep 30"],
         )?;
-        daemon.stop()
+        let pid = daemon
+            .child
+            .as_ref()
+            .map(Child::id)
+            .context("a started daemon has a child")?;
+        assert!(
+            daemon.stderr_text().contains("starting"),
+            "{}",
+            daemon.stderr_text()
+        );
+        daemon.stop()?;
+        // Stopped and waited for: not even a zombie is left.
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "the daemon {pid} outlived stop()"
+        );
+        Ok(())
     }
 }

@@ -107,14 +107,16 @@ fn daemon_pid() -> Result<u32> {
 fn cpu_ticks(pid: u32) -> Result<u64> {
     let path = format!("/proc/{pid}/stat");
     let stat = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
+    ticks_in(&stat).ok_or_else(|| anyhow::anyhow!("no utime/stime in {path}"))
+}
+
+/// utime + stime from the text of a /proc/PID/stat.
+fn ticks_in(stat: &str) -> Option<u64> {
     let after_comm = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = after_comm.split_whitespace().collect();
     // Fields 14 and 15 of stat(5); the first after the comm is field 3.
     let tick = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
-    match (tick(11), tick(12)) {
-        (Some(u), Some(s)) => Ok(u + s),
-        _ => bail!("no utime/stime in {path}"),
-    }
+    Some(tick(11)? + tick(12)?)
 }
 
 fn clock_ticks_per_second() -> u64 {
@@ -344,7 +346,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reads_cpu_ticks_of_this_process() {
-        assert!(cpu_ticks(std::process::id()).is_ok());
+    fn reads_utime_plus_stime() {
+        // utime 14 and stime 15 after pid, comm (with ") " in it), state...
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 14 15 0 0 20 0 1 0 99\n";
+        assert_eq!(ticks_in(stat), Some(29));
+        assert_eq!(ticks_in("42 (a) S 1 42"), None, "cut short");
+        assert_eq!(ticks_in("42 (a) S 1 42 42 0 -1 0 0 0 0 0 x 15"), None);
+        assert!(cpu_ticks(u32::MAX).is_err(), "no such process");
+    }
+
+    #[test]
+    fn cpu_ticks_of_this_process_grow_while_it_computes() {
+        let pid = std::process::id();
+        let before = cpu_ticks(pid).unwrap_or_else(|e| panic!("{e:#}"));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut x = 1u64;
+        let mut now = before;
+        while now < before + 5 && Instant::now() < deadline {
+            for _ in 0..1_000_000 {
+                x = std::hint::black_box(x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1));
+            }
+            now = cpu_ticks(pid).unwrap_or_else(|e| panic!("{e:#}"));
+        }
+        assert!(
+            now >= before + 5,
+            "ticks went from {before} to {now} in 20 s of computing"
+        );
     }
 }

@@ -157,13 +157,23 @@ pub fn count_processes() -> Result<usize> {
 
 /// `spawns` sequential fork+exec+wait of [`STORM_PROGRAM`]; the wall time.
 pub fn storm(spawns: u32) -> Result<Duration> {
+    storm_of(STORM_PROGRAM, &[], spawns)
+}
+
+/// `spawns` sequential fork+exec+wait of `program` with `args`, stopping
+/// at the first that fails; the wall time.
+fn storm_of(program: &str, args: &[&str], spawns: u32) -> Result<Duration> {
     let start = Instant::now();
-    for _ in 0..spawns {
-        let status = Command::new(STORM_PROGRAM)
+    for i in 0..spawns {
+        let status = Command::new(program)
+            .args(args)
             .status()
-            .with_context(|| format!("spawn {STORM_PROGRAM}"))?;
+            .with_context(|| format!("spawn {program}"))?;
         if !status.success() {
-            bail!("{STORM_PROGRAM} exited with {status}");
+            bail!(
+                "{program} (spawn {} of {spawns}) exited with {status}",
+                i + 1
+            );
         }
     }
     Ok(start.elapsed())
@@ -185,8 +195,24 @@ mod tests {
     use super::*;
 
     #[test]
-    fn storm_runs_true() -> Result<()> {
-        assert!(storm(20)? > Duration::ZERO);
+    fn a_storm_runs_every_spawn_and_stops_at_the_first_failure() -> Result<()> {
+        let dir = tempfile::tempdir()?;
+        let tally = dir.path().join("tally");
+        let count = || -> Result<usize> { Ok(std::fs::read_to_string(&tally)?.lines().count()) };
+        let append = format!("echo x >> '{}'", tally.display());
+        storm_of("/bin/sh", &["-c", &append], 20)?;
+        assert_eq!(count()?, 20, "each of the 20 spawns ran once");
+        let failing = format!("{append}; exit 3");
+        let Err(e) = storm_of("/bin/sh", &["-c", &failing], 20) else {
+            panic!("a storm of a failing program must fail");
+        };
+        assert!(
+            format!("{e:#}").contains("(spawn 1 of 20) exited with"),
+            "{e:#}"
+        );
+        assert_eq!(count()?, 21, "the storm stopped at its first failure");
+        // The program the benchmarks storm with runs and succeeds.
+        storm(3)?;
         Ok(())
     }
 
