@@ -233,9 +233,19 @@ mod tests {
             .arg("30")
             .env(TAG_ENV, &tag)
             .spawn()?;
-        let found = sweep(&format!("soak-test{}-", std::process::id()));
+        // A sweep may run before the child's exec shows its environment.
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        let mut found = sweep(&format!("soak-test{}-", std::process::id()));
+        while !found.contains_key(&tag) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+            found = sweep(&format!("soak-test{}-", std::process::id()));
+        }
         let procs = found.get(&tag).cloned().unwrap_or_default();
-        assert_eq!(procs.len(), 1, "{found:?}");
+        assert_eq!(
+            procs.len(),
+            1,
+            "the tagged child in 5 s of sweeps: {found:?}"
+        );
         let w = procs
             .first()
             .and_then(Watched::open)
