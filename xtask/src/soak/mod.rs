@@ -227,6 +227,12 @@ fn command(args: &SoakArgs, chaos: &[Chaos]) -> String {
         "cargo xtask soak --lifecycles {} --seed {} --concurrency {} --host-spawn-delay {}",
         args.lifecycles, args.seed, args.concurrency, args.host_spawn_delay
     );
+    if args.margin != 20 {
+        c.push_str(&format!(" --margin {}", args.margin));
+    }
+    if !args.kinds.is_empty() {
+        c.push_str(&format!(" --kinds {}", args.kinds.join(",")));
+    }
     if !chaos.is_empty() {
         let names: Vec<String> = chaos.iter().map(|c| c.name()).collect();
         c.push_str(&format!(" --chaos {}", names.join(",")));

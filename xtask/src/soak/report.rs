@@ -74,14 +74,18 @@ fn body(command: &str, r: &SoakResult) -> String {
          or a reap record naming a tree before the soak let it go; a leak is a let-go \
          tree's member alive after grace (1 s) + kill_after (1 s) + the margin.\n",
     );
-    for p in r
+    let problems: Vec<&String> = r
         .false_kills
         .iter()
         .chain(&r.leaks)
         .chain(&r.problems)
         .take(10)
-    {
-        let _ = writeln!(b, "\n- {p}");
+        .collect();
+    if !problems.is_empty() {
+        b.push_str("\nThe first problems:\n\n");
+    }
+    for p in problems {
+        let _ = writeln!(b, "- {p}");
     }
     b
 }
@@ -95,6 +99,6 @@ pub fn record(command: &str, chaos: &str, r: &SoakResult) -> Result<()> {
     let old = std::fs::read_to_string(&path).unwrap_or_default();
     let text = crate::sections::upsert(&old, PREAMBLE, &title, &body(command, r));
     std::fs::write(&path, text).with_context(|| format!("write {}", path.display()))?;
-    println!("soak: wrote section \"{title}\" of {}", path.display());
+    eprintln!("soak: wrote section \"{title}\" of {}", path.display());
     Ok(())
 }
