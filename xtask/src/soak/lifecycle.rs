@@ -143,6 +143,10 @@ fn start_host(shared: &Shared, lc: &Lifecycle, session: &str) -> Result<(Host, V
     Ok((host, roots))
 }
 
+/// One lifecycle's script, in the order it happens: start, hold, end, check
+/// what must live, let the rest go, wait for it to be gone. Longer than the
+/// rule of thumb on purpose: split, its steps would hand the same host,
+/// tags, roots and pending list back and forth.
 fn run(shared: &Shared, lc: &Lifecycle, session: &str, out: &mut Outcome) -> Result<()> {
     let (mut host, roots) = start_host(shared, lc, session)?;
     let tags: Vec<String> = (0..lc.kind.trees())

@@ -364,6 +364,8 @@ type Played = (
 );
 
 /// The lifecycles, `concurrency` at a time, with the chaos threads running.
+/// One scope owns every thread of the run and the state they borrow from
+/// each other, which is why it is longer than the rule of thumb.
 fn play_all(
     args: &SoakArgs,
     kinds: &[Kind],
