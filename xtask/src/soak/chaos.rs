@@ -300,18 +300,33 @@ pub fn releaser(
         let Some(session) = pick.get(rng.usize(..pick.len().max(1))).cloned() else {
             continue;
         };
-        if let Ok(mut r) = shared.release_called.lock() {
+        // Marked before the call, so that no death after it is a false
+        // kill; unmarked again if the call never reached a daemon.
+        let marked = shared.release_called.lock().is_ok_and(|mut r| {
+            let fresh = !r.contains_key(&session);
             r.entry(session.clone()).or_insert_with(Instant::now);
-        }
-        if let Ok(mut e) = ended.lock() {
-            e.push(session.clone());
-        }
-        let _ = Command::new(bin)
+            fresh
+        });
+        let status = Command::new(bin)
             .args(["release", "--session", &session, "--socket"])
             .arg(socket)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
+        // Exit 0: trees released; 1: none matched; anything else (the
+        // daemon unreachable while it restarts) released nothing.
+        let reached = status
+            .as_ref()
+            .is_ok_and(|s| matches!(s.code(), Some(0 | 1)));
+        if !reached
+            && marked
+            && let Ok(mut r) = shared.release_called.lock()
+        {
+            r.remove(&session);
+        }
+        if reached && let Ok(mut e) = ended.lock() {
+            e.push(session.clone());
+        }
         counts.release_calls.fetch_add(1, Ordering::Relaxed);
     }
 }

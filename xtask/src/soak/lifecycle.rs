@@ -28,6 +28,9 @@ pub struct Shared {
     pub prefix: String,
     /// How long a host waits after its start before starting its trees.
     pub spawn_delay: Duration,
+    /// From the end action to the check of what must still live: past
+    /// grace + kill_after, so that a wrong release is a death by then.
+    pub check_after: Duration,
     /// Grace + kill_after + margin: how long a let-go tree may live.
     pub allowance: Duration,
     /// Sessions a `release` call was sent for, and when (set before the
@@ -110,7 +113,8 @@ fn start_host(shared: &Shared, lc: &Lifecycle, session: &str) -> Result<(Host, V
     let mut child = Command::new(&shared.exe)
         .args([HOST_COMMAND, "--kind", lc.kind.name(), "--tag", session])
         .arg("--helper-ms")
-        .arg(lc.keep.as_millis().to_string())
+        // The helper holds the end past the check.
+        .arg((shared.check_after + lc.keep).as_millis().to_string())
         .arg("--spawn-delay-ms")
         .arg(shared.spawn_delay.as_millis().to_string())
         .env(SESSION_ENV, session)
@@ -164,6 +168,8 @@ fn run(shared: &Shared, lc: &Lifecycle, session: &str, out: &mut Outcome) -> Res
         watched.push(watch_stable(&members));
     }
     std::thread::sleep(lc.hold);
+    // Nothing may die before the end action.
+    check_alive(shared, lc, session, &watched, &[], out);
     let t_end = Instant::now();
     let w_end = SystemTime::now();
     if lc.kind == Kind::HostKilled {
@@ -191,17 +197,19 @@ fn run(shared: &Shared, lc: &Lifecycle, session: &str, out: &mut Outcome) -> Res
     }
     if lc.kind.keeps_after_end() {
         // While waiting for the released trees, the kept ones must live.
-        let check_at = t_end + lc.keep / 2;
+        let check_at = t_end + shared.check_after + lc.keep / 2;
         await_gone(shared, &mut pending, out, Some(check_at));
         check_kept(shared, lc, session, &mut host, &watched, out)?;
-        let t_rel = Instant::now();
-        let w_rel = SystemTime::now();
+        // Let go: the helper's exit, or the host's finish.
         if lc.kind == Kind::HandedOver {
             let a = host.ask("wait-helper")?;
             if a != "helper-exited" {
                 bail!("the host answered {a:?} to wait-helper");
             }
-        } else {
+        }
+        let t_rel = Instant::now();
+        let w_rel = SystemTime::now();
+        if lc.kind != Kind::HandedOver {
             let _ = writeln!(host.stdin, "finish");
         }
         for (i, tag) in tags.iter().enumerate() {
@@ -266,28 +274,41 @@ fn check_kept(
     if shared.released_since(session).is_some() {
         return Ok(());
     }
-    for (i, tree) in watched.iter().enumerate() {
-        if lc.kind.released_at_end().contains(&i) {
-            continue;
-        }
-        for w in tree.iter().filter(|w| !w.alive()) {
-            if shared.released_since(session).is_some() {
-                return Ok(());
-            }
-            out.false_kills.push(format!(
-                "{session}.{i} ({}): {} {:?} died while its session was kept",
-                lc.kind.name(),
-                w.proc.pid,
-                w.proc.cmdline
-            ));
-        }
-    }
+    check_alive(shared, lc, session, watched, lc.kind.released_at_end(), out);
     let echo = host.ask("check")?;
     if echo != "ok" && shared.released_since(session).is_none() {
         out.false_kills
             .push(format!("{session} ({}): echo {echo}", lc.kind.name()));
     }
     Ok(())
+}
+
+/// Every watched member of every tree but `skip` must be alive, unless a
+/// release call let the session go.
+fn check_alive(
+    shared: &Shared,
+    lc: &Lifecycle,
+    session: &str,
+    watched: &[Vec<Watched>],
+    skip: &[usize],
+    out: &mut Outcome,
+) {
+    for (i, tree) in watched.iter().enumerate() {
+        if skip.contains(&i) {
+            continue;
+        }
+        for w in tree.iter().filter(|w| !w.alive()) {
+            if shared.released_since(session).is_some() {
+                return;
+            }
+            out.false_kills.push(format!(
+                "{session}.{i} ({}): {} {:?} died while its session held it",
+                lc.kind.name(),
+                w.proc.pid,
+                w.proc.cmdline
+            ));
+        }
+    }
 }
 
 /// Waits on the sweeps until every pending tree is gone (its reap time is

@@ -311,7 +311,10 @@ fn soak(args: &SoakArgs, kinds: &[Kind], chaos: &[Chaos], bin: PathBuf) -> Resul
         cgroup.clone(),
         listen,
     )?;
-    let prefix = format!("soak{}-", std::process::id());
+    // A run number: the CI step runs several soaks in one process.
+    static RUN: AtomicU32 = AtomicU32::new(0);
+    let run = RUN.fetch_add(1, Ordering::Relaxed);
+    let prefix = format!("soak{}r{run}-", std::process::id());
     let margin = Duration::from_secs(args.margin);
     let shared = Arc::new(Shared {
         sweeps: Arc::default(),
@@ -319,6 +322,7 @@ fn soak(args: &SoakArgs, kinds: &[Kind], chaos: &[Chaos], bin: PathBuf) -> Resul
         prefix: prefix.clone(),
         allowance: Duration::from_secs(GRACE_S + KILL_AFTER_S) + margin,
         spawn_delay: Duration::from_millis(args.host_spawn_delay),
+        check_after: Duration::from_secs(GRACE_S + KILL_AFTER_S + 1),
         release_called: Mutex::default(),
         active: Mutex::default(),
     });
@@ -334,10 +338,18 @@ fn soak(args: &SoakArgs, kinds: &[Kind], chaos: &[Chaos], bin: PathBuf) -> Resul
         chaos::remove_cgroup(cg);
     }
     let (outcomes, counts, by_dead, samples) = result?;
-    let audit_log = std::fs::read_to_string(dir.join("audit.jsonl")).unwrap_or_default();
+    let audit_path = dir.join("audit.jsonl");
+    let (audit_log, audit_error) = match std::fs::read_to_string(&audit_path) {
+        Ok(text) => (text, None),
+        Err(e) => (
+            String::new(),
+            Some(format!("read {}: {e}", audit_path.display())),
+        ),
+    };
     let mut result = tally(
         args, kinds, &samples, outcomes, &counts, by_dead, &shared, &slot, &audit_log, started,
     );
+    result.problems.extend(audit_error);
     if let Err(e) = stopped {
         let first = format!("{e:#}");
         let first = first.lines().next().unwrap_or_default().to_owned();
@@ -491,6 +503,7 @@ fn tally(
         problems: Vec::new(),
         reap_ms: Vec::new(),
         audit_reaps: 0,
+        audit_unparsable: 0,
         restarts: slot.restarts.load(Ordering::Relaxed),
         release_calls: counts.release_calls.load(Ordering::Relaxed),
         start_retries: counts.start_retries.load(Ordering::Relaxed),
@@ -527,9 +540,10 @@ fn tally(
             let_go.insert(e.root, at);
         }
     }
-    let (reaps, wrong) = audit::check(audit_log, &let_go, &shared.prefix);
-    r.audit_reaps = reaps;
-    r.false_kills.extend(wrong);
+    let checked = audit::check(audit_log, &let_go, &shared.prefix);
+    r.audit_reaps = checked.records;
+    r.audit_unparsable = checked.unparsable;
+    r.false_kills.extend(checked.wrong);
     r.reap_ms.sort_unstable();
     r
 }

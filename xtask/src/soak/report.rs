@@ -39,7 +39,7 @@ fn body(command: &str, r: &SoakResult) -> String {
          | harness errors | {} |\n\
          | trees let go (reap latency measured) | {} |\n\
          | reap latency p50 / p99 / max (let go to gone; 100 ms sweeps) | {} / {} / {} |\n\
-         | reap records in the audit log (all checked) | {} |\n\
+         | verdict and reap records in the audit log (all checked) / lines not JSON | {} / {} |\n\
          | daemon restarts survived (SIGKILL) / starts retried | {} / {} |\n| release calls | {} |\n\
          | unrelated fork/exec in bursts | {} |\n\
          | PID reuse: bystanders placed on a recycled tree PID / tries | {} / {} |\n\
@@ -57,6 +57,7 @@ fn body(command: &str, r: &SoakResult) -> String {
             .last()
             .map_or_else(|| "n/a".to_owned(), |v| format!("{v} ms")),
         r.audit_reaps,
+        r.audit_unparsable,
         r.restarts,
         r.start_retries,
         r.release_calls,
@@ -71,7 +72,7 @@ fn body(command: &str, r: &SoakResult) -> String {
         "\nGround truth is the soak's own: each tree member carries a tag in its \
          environment that a sweep of /proc finds, and kept members are held by pidfd. \
          A false kill is a kept tree's member, a host or a bystander that died unasked, \
-         or a reap record naming a tree before the soak let it go; a leak is a let-go \
+         or a verdict or reap record in the audit log naming a tree before the soak let it go; a leak is a let-go \
          tree's member alive after grace (1 s) + kill_after (1 s) + the margin.\n",
     );
     let problems: Vec<&String> = r

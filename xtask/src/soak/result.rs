@@ -24,7 +24,10 @@ pub struct SoakResult {
     /// Harness errors and audit disagreements.
     pub problems: Vec<String>,
     pub reap_ms: Vec<u64>,
+    /// Verdict and reap records of this run's trees, all checked.
     pub audit_reaps: u64,
+    /// Audit lines that were not JSON (not counted against the daemon).
+    pub audit_unparsable: u64,
     pub restarts: u32,
     pub release_calls: u32,
     pub start_retries: u32,
@@ -57,7 +60,8 @@ impl SoakResult {
             "problems": self.problems.len(),
             "trees_let_go": self.reap_ms.len(),
             "reap_ms": { "p50": p(50.0), "p99": p(99.0), "max": self.reap_ms.last() },
-            "audit_reaps": self.audit_reaps,
+            "audit_records_checked": self.audit_reaps,
+            "audit_unparsable_lines": self.audit_unparsable,
             "daemon_restarts": self.restarts,
             "daemon_start_retries": self.start_retries,
             "release_calls": self.release_calls,

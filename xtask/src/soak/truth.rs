@@ -189,12 +189,20 @@ impl Watched {
 /// or fails. Returns how many it killed.
 pub fn kill_tagged(prefix: &str) -> usize {
     let mut killed = 0;
-    for p in sweep(prefix).into_values().flatten() {
-        if let Some(w) = Watched::open(&p)
-            && rustix::process::pidfd_send_signal(&w.fd, rustix::process::Signal::KILL).is_ok()
-        {
-            killed += 1;
+    // Again while a sweep finds any: a member may fork between two passes.
+    for _ in 0..5 {
+        let found: Vec<Proc> = sweep(prefix).into_values().flatten().collect();
+        if found.is_empty() {
+            break;
         }
+        for p in found {
+            if let Some(w) = Watched::open(&p)
+                && rustix::process::pidfd_send_signal(&w.fd, rustix::process::Signal::KILL).is_ok()
+            {
+                killed += 1;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
     killed
 }
